@@ -1,0 +1,35 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+PY       ?= python3
+VENV     ?= .venv
+VPY      := $(VENV)/bin/python
+TORCH    ?= torch==2.13.0
+NB_TIMEOUT ?= 600
+
+.PHONY: venv demo test test-py test-nb bench clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --upgrade pip
+	$(VPY) -m pip install --quiet $(TORCH)
+	$(VPY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: venv
+	$(VPY) -m minianimate demo --out outputs
+
+test: venv test-py test-nb
+
+test-py: venv
+	MINIANIMATE_QUICK=1 $(VPY) -m pytest tests
+
+test-nb: venv
+	MINIANIMATE_QUICK=1 $(VPY) -m pytest --nbval-lax --nbval-current-env \
+		--nbval-cell-timeout=$(NB_TIMEOUT) -p no:cacheprovider notebooks
+
+bench: venv
+	$(VPY) benchmarks/unet_step.py
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache

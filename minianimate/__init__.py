@@ -1,0 +1,1 @@
+"""minianimate: a compact reference implementation of AnimateDiff."""
