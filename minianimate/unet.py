@@ -149,12 +149,11 @@ class Block(nn.Module):
     state-dict keys are diffusers' `resnets.i`, `attentions.i`, `motion_modules.i`.
     """
 
-    motion_modules: nn.ModuleList | None = None
-
     def __init__(self, resnets: list, attentions: list | None):
         super().__init__()
         self.attentions = nn.ModuleList(attentions) if attentions else None  # registered first, as in diffusers
         self.resnets = nn.ModuleList(resnets)
+        self.register_module("motion_modules", None)  # an empty slot, filled by inflation
 
     def layer(self, i: int, h, temb, context, num_frames: int):
         """Resnet i, then its attention and motion module: (N, C, H, W) -> (N, C', H, W), N = B*frames."""
