@@ -1,0 +1,310 @@
+"""ShapeWorld: a toy world of coloured shapes that stands in for LAION (images) and WebVid (videos).
+
+Two domains, as in the paper:
+- **images** (the T2I domain): clean frames, one shape, caption `a red circle`;
+- **videos** (the video domain): the shape moves `left`/`right`/`up`/`down`, caption
+  `a red circle moving left`, and every frame carries WebVid-like *defects* (a translucent white
+  watermark box in the bottom-right corner, a mild blur and sensor noise) that the domain adapter
+  is meant to absorb.
+Two *personalized* styles (`outlined`, `pastel`) stand in for DreamBooth/LoRA models, and three
+*camera motions* (`zoom-in`, `zoom-out`, `roll`) made by rule-based augmentation of still clips
+are the MotionLoRA references. Everything is numpy and deterministic from a `np.random.Generator`.
+"""
+import csv
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+IMAGE_SIZE = 64
+BACKGROUND = (15, 15, 15)
+PASTEL_BACKGROUND = (235, 225, 210)
+PASTEL_WHITE = (255, 250, 240)  # pastel shape colours are mixed halfway toward this
+COLORS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (50, 80, 230),
+          "yellow": (230, 210, 40)}
+SHAPES = ("circle", "square", "triangle")
+DIRECTIONS = ("left", "right", "up", "down")
+STYLES = ("outlined", "pastel")
+CAMERA_MOTIONS = ("zoom-in", "zoom-out", "roll")
+SIZE_RANGE = (14, 22)  # shape diameter / side / base, px
+SPEED_RANGE = (1.5, 2.5)  # px per frame
+OUTLINE_RANGE = (2.0, 3.0)  # outline width of the `outlined` style, px
+WATERMARK_BOX = (slice(56, 62), slice(42, 62))  # rows 56-61, columns 42-61: frame[WATERMARK_BOX]
+WATERMARK_ALPHA = 0.45
+NOISE_STD = 3.0  # sensor noise of the video domain, in uint8 levels
+ZOOM_SCALE = 1.5  # zoom-in ends on the central 1/1.5 of the frame
+ROLL_DEGREES = 60.0  # total rotation of a `roll` clip
+_SUPERSAMPLE = 4
+
+# The caption grammar: "a {color} {shape}" or "a {color} {shape} moving {direction}".
+_FLIPPED = {"left": "right", "right": "left", "up": "up", "down": "down"}
+
+
+def caption(color: str, shape: str, direction: str | None = None) -> str:
+    """`a red circle`, or `a red circle moving left`; direction None or "still" gives no motion."""
+    if direction is None or direction == "still":
+        return f"a {color} {shape}"
+    return f"a {color} {shape} moving {direction}"
+
+
+def parse_caption(text: str) -> dict:
+    """Inverse of `caption`: {'color', 'shape', 'direction' (None for still captions)}."""
+    words = text.split()
+    if len(words) == 3 and words[0] == "a":
+        words = words + ["moving", None]
+    if len(words) != 5 or words[0] != "a" or words[3] != "moving" or words[1] not in COLORS \
+            or words[2] not in SHAPES or words[4] not in (None, *DIRECTIONS):
+        raise ValueError(f"not a ShapeWorld caption: {text!r}; expected 'a {{color}} {{shape}}' "
+                         f"[+ ' moving {{direction}}'] with color in {list(COLORS)}, shape in "
+                         f"{list(SHAPES)}, direction in {list(DIRECTIONS)}")
+    return {"color": words[1], "shape": words[2], "direction": words[4]}
+
+
+def flip_caption(text: str) -> str:
+    """The caption of the horizontally mirrored frames: `moving left` <-> `moving right`."""
+    c = parse_caption(text)
+    return caption(c["color"], c["shape"], c["direction"] and _FLIPPED[c["direction"]])
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering: a shape is a "depth" function (distance inside its boundary, px), rasterised with
+# 4x4 supersampling so edges are anti-aliased and sub-pixel motion is smooth.
+
+def _depth(shape: str, x: np.ndarray, y: np.ndarray, size: float) -> np.ndarray:
+    """Distance from (x, y) (relative to the shape's centre) to its boundary, > 0 inside."""
+    h = size / 2
+    if shape == "circle":
+        return h - np.hypot(x, y)
+    if shape == "square":
+        return h - np.maximum(np.abs(x), np.abs(y))
+    if shape == "triangle":  # apex up, base `size` wide and `size` high, centred on its bbox
+        right = (h + y - 2 * x) / np.sqrt(5)  # edge through the apex (0, -h) and (h, h)
+        left = (h + y + 2 * x) / np.sqrt(5)  # edge through the apex and (-h, h)
+        return np.minimum(h - y, np.minimum(right, left))
+    raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPES}")
+
+
+def _coverage(shape: str, cx: float, cy: float, size: float, outline: float | None) -> np.ndarray:
+    """Fraction of each pixel covered by the shape centred at (cx, cy): float (H, W) in [0, 1].
+
+    `outline` (px) keeps only the band 0 <= depth < outline, i.e. an unfilled outline.
+    """
+    cov = np.zeros((IMAGE_SIZE, IMAGE_SIZE))
+    r = int(np.ceil(size / 2)) + 2
+    y0, y1 = max(int(cy) - r, 0), min(int(cy) + r + 1, IMAGE_SIZE)
+    x0, x1 = max(int(cx) - r, 0), min(int(cx) + r + 1, IMAGE_SIZE)
+    sub = (np.arange(_SUPERSAMPLE) + 0.5) / _SUPERSAMPLE
+    ys = (np.arange(y0, y1)[:, None] + sub).ravel() - cy  # pixel i spans [i, i + 1)
+    xs = (np.arange(x0, x1)[:, None] + sub).ravel() - cx
+    d = _depth(shape, xs[None, :], ys[:, None], size)
+    inside = (d >= 0) if outline is None else (d >= 0) & (d < outline)
+    s = _SUPERSAMPLE
+    cov[y0:y1, x0:x1] = inside.reshape(y1 - y0, s, x1 - x0, s).mean(axis=(1, 3))
+    return cov
+
+
+def _palette(color: str, style: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """(background RGB, shape RGB) as float arrays for a colour name and a style."""
+    if style not in (None, *STYLES):
+        raise ValueError(f"unknown style {style!r}; expected None or one of {STYLES}")
+    if color not in COLORS:
+        raise ValueError(f"unknown color {color!r}; expected one of {list(COLORS)}")
+    rgb = np.array(COLORS[color], float)
+    if style == "pastel":
+        return np.array(PASTEL_BACKGROUND, float), 0.5 * rgb + 0.5 * np.array(PASTEL_WHITE, float)
+    return np.array(BACKGROUND, float), rgb
+
+
+def _draw(color: str, shape: str, style: str | None, size: float, outline: float | None,
+          centres: np.ndarray) -> np.ndarray:
+    """Render one frame per centre (x, y): uint8 (F, H, W, 3)."""
+    bg, fg = _palette(color, style)
+    frames = []
+    for cx, cy in centres:
+        a = _coverage(shape, cx, cy, size, outline)[..., None]  # (H, W, 1)
+        frames.append(bg * (1 - a) + fg * a)
+    return np.round(np.stack(frames)).astype(np.uint8)
+
+
+def _choose(rng: np.random.Generator, color, shape, style):
+    """Fill in the unspecified attributes: (color, shape, size, outline width or None)."""
+    color = color or str(rng.choice(list(COLORS)))
+    shape = shape or str(rng.choice(SHAPES))
+    size = rng.uniform(*SIZE_RANGE)
+    outline = rng.uniform(*OUTLINE_RANGE) if style == "outlined" else None
+    return color, shape, size, outline
+
+
+def render_image(rng: np.random.Generator, color=None, shape=None, style=None):
+    """A clean T2I-domain image: (uint8 (H, W, 3), caption `a {color} {shape}`, meta dict).
+
+    Unspecified colour/shape are drawn from `rng`; the shape lies fully inside the frame.
+    """
+    color, shape, size, outline = _choose(rng, color, shape, style)
+    centre = rng.uniform(size / 2, IMAGE_SIZE - size / 2, size=2)
+    image = _draw(color, shape, style, size, outline, centre[None])[0]
+    meta = dict(color=color, shape=shape, style=style, size=size,
+                centre=tuple(float(v) for v in centre))
+    return image, caption(color, shape), meta
+
+
+def _path(rng, frames, size, direction, speed):
+    """Centres (F, 2) of a straight path at `speed` px/frame that stays inside the frame."""
+    lo, hi = size / 2, IMAGE_SIZE - size / 2
+    travel = speed * (frames - 1)
+    start = rng.uniform(lo, hi - travel)  # along the motion axis, so the whole path fits
+    across = rng.uniform(lo, hi)
+    along = start + speed * np.arange(frames)
+    if direction in ("left", "up"):
+        along = lo + hi - along  # same path, walked backwards
+    if direction in ("left", "right"):
+        return np.stack([along, np.full(frames, across)], axis=1)
+    return np.stack([np.full(frames, across), along], axis=1)
+
+
+def render_clip(rng: np.random.Generator, frames=16, color=None, shape=None, direction=None,
+                style=None, watermark=True):
+    """A video-domain clip: (uint8 (F, H, W, 3), caption, meta dict).
+
+    direction: one of DIRECTIONS (random if None) or "still" (caption without motion).
+    The shape moves at 1.5-2.5 px/frame (slower if `frames` is too long for the path to fit).
+    watermark: add the video-domain defects (watermark box, blur, noise); False gives clean frames.
+    """
+    color, shape, size, outline = _choose(rng, color, shape, style)
+    direction = direction or str(rng.choice(DIRECTIONS))
+    if direction not in (*DIRECTIONS, "still"):
+        raise ValueError(f"unknown direction {direction!r}; expected one of {DIRECTIONS} "
+                         "or 'still'")
+    if direction == "still":
+        speed = 0.0
+        centre = rng.uniform(size / 2, IMAGE_SIZE - size / 2, size=(1, 2))
+        centres = np.repeat(centre, frames, axis=0)
+    else:
+        speed = min(rng.uniform(*SPEED_RANGE), (IMAGE_SIZE - size) / max(frames - 1, 1))
+        centres = _path(rng, frames, size, direction, speed)
+    clip = _draw(color, shape, style, size, outline, centres)
+    if watermark:
+        clip = add_video_defects(rng, clip)
+    meta = dict(color=color, shape=shape, style=style, size=size, direction=direction,
+                speed=speed, centres=centres)
+    return clip, caption(color, shape, direction), meta
+
+
+def render_camera_clip(rng: np.random.Generator, motion: str, frames=16, color=None, shape=None,
+                       style=None, watermark=True):
+    """A MotionLoRA reference: a still clip seen by a moving camera (`camera_augment`).
+
+    The shape is placed near the centre so it stays whole in the most zoomed/rotated frame.
+    The caption is the still caption (`a red circle`): the camera motion is not in the caption.
+    Returns (uint8 (F, H, W, 3), caption, meta dict).
+    """
+    color, shape, size, outline = _choose(rng, color, shape, style)
+    margin = IMAGE_SIZE / 2 / ZOOM_SCALE - size / 2 - 1  # centre offset that stays in the crop
+    centre = IMAGE_SIZE / 2 + rng.uniform(-margin, margin, size=2)
+    clip = _draw(color, shape, style, size, outline, np.repeat(centre[None], frames, axis=0))
+    clip = camera_augment(clip, motion)
+    if watermark:  # the watermark sits on the screen, so it is added after the camera moved
+        clip = add_video_defects(rng, clip)
+    meta = dict(color=color, shape=shape, style=style, size=size, direction="still",
+                camera=motion, centre=tuple(float(v) for v in centre))
+    return clip, caption(color, shape), meta
+
+
+# ---------------------------------------------------------------------------------------------
+# Video-domain defects and camera motion
+
+def add_watermark(frames: np.ndarray) -> np.ndarray:
+    """Blend a white box (alpha 0.45) into WATERMARK_BOX of every frame: uint8 (..., H, W, 3)."""
+    out = frames.astype(float)
+    out[..., WATERMARK_BOX[0], WATERMARK_BOX[1], :] *= 1 - WATERMARK_ALPHA
+    out[..., WATERMARK_BOX[0], WATERMARK_BOX[1], :] += WATERMARK_ALPHA * 255
+    return np.round(out).astype(np.uint8)
+
+
+def add_video_defects(rng: np.random.Generator, clip: np.ndarray) -> np.ndarray:
+    """WebVid-like defects: mild [1, 2, 1] blur, the watermark, then noise. uint8 (F, H, W, 3)."""
+    x = clip.astype(float)
+    for axis in (1, 2):  # separable blur over rows then columns, edges replicated
+        pad = np.concatenate([x.take([0], axis), x, x.take([-1], axis)], axis=axis)
+        n = x.shape[axis]
+        x = (pad.take(range(0, n), axis) + 2 * pad.take(range(1, n + 1), axis)
+             + pad.take(range(2, n + 2), axis)) / 4
+    x = add_watermark(np.round(x).astype(np.uint8)).astype(float)
+    x += rng.normal(0, NOISE_STD, size=x.shape)
+    return np.clip(np.round(x), 0, 255).astype(np.uint8)
+
+
+def camera_augment(clip: np.ndarray, motion: str) -> np.ndarray:
+    """Rule-based camera motion of a clip, uint8 (F, H, W, 3) -> (F, H, W, 3).
+
+    zoom-in: progressive centre crop, the crop shrinking from the full frame to 1/ZOOM_SCALE of it
+    (resized back to the frame size); zoom-out: the same, growing; roll: rotation about the centre,
+    0 -> ROLL_DEGREES over the clip, uncovered corners filled with the clip's corner colour.
+    """
+    if motion not in CAMERA_MOTIONS:
+        raise ValueError(f"unknown camera motion {motion!r}; expected one of {CAMERA_MOTIONS}")
+    f, h, w, _ = clip.shape
+    progress = np.linspace(0, 1, f)
+    out = []
+    for frame, t in zip(clip, progress):
+        image = Image.fromarray(frame)
+        if motion == "roll":
+            fill = tuple(int(v) for v in frame[0, 0])
+            image = image.rotate(ROLL_DEGREES * t, resample=Image.BICUBIC, fillcolor=fill)
+        else:
+            scale = ZOOM_SCALE ** (t if motion == "zoom-in" else 1 - t)
+            ch, cw = h / scale, w / scale
+            box = ((w - cw) / 2, (h - ch) / 2, (w + cw) / 2, (h + ch) / 2)
+            image = image.resize((w, h), Image.BICUBIC, box=box)
+        out.append(np.asarray(image))
+    return np.stack(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Datasets on disk, in the WebVid layout
+
+def write_dataset(out, videos: int, images: int, seed: int, frames=16, style=None, camera=None):
+    """Render a dataset in the WebVid layout under `out`:
+
+        out/videos.csv             videoid,name,page_dir   (name = caption)
+        out/videos/{page_dir}/{videoid}.mp4                (H.264, 8 fps)
+        out/images.csv             file,caption            (file relative to `out`)
+        out/images/{i:06d}.png
+
+    camera: None for clips of moving shapes, or a CAMERA_MOTIONS name for still clips seen by
+    that camera motion (MotionLoRA references). The same seed gives the same files.
+    """
+    from minianimate.video_io import write_mp4
+
+    out = Path(out)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in tqdm(range(videos), desc=f"clips -> {out}", disable=videos == 0):
+        if camera is None:
+            clip, text, _ = render_clip(rng, frames=frames, style=style)
+        else:
+            clip, text, _ = render_camera_clip(rng, camera, frames=frames, style=style)
+        videoid, page_dir = f"{i:06d}", f"{i // 1000:03d}"
+        path = out / "videos" / page_dir / f"{videoid}.mp4"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_mp4(path, clip)
+        rows.append((videoid, text, page_dir))
+    _write_csv(out / "videos.csv", ("videoid", "name", "page_dir"), rows)
+
+    rows = []
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    for i in tqdm(range(images), desc=f"images -> {out}", disable=images == 0):
+        image, text, _ = render_image(rng, style=style)
+        file = f"images/{i:06d}.png"
+        Image.fromarray(image).save(out / file)
+        rows.append((file, text))
+    _write_csv(out / "images.csv", ("file", "caption"), rows)
+
+
+def _write_csv(path: Path, header: tuple, rows: list):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
