@@ -19,7 +19,7 @@ from collections import Counter
 import numpy as np
 from einops import rearrange
 
-from minianimate.shapeworld import COLORS, WATERMARK_ALPHA, WATERMARK_BOX
+from minianimate.shapeworld import COLORS, MIRRORED_WATERMARK_BOX, WATERMARK_ALPHA, WATERMARK_BOX
 
 BORDER = 2  # px of frame border that estimate the background
 MIN_CONTRAST = 20.0  # colour distance below which nothing counts as a shape
@@ -41,10 +41,13 @@ def _flat(frames) -> tuple[np.ndarray, tuple]:
     return x.reshape(-1, *x.shape[-3:]).astype(float), x.shape[:-3]
 
 
-def _box(h: int, w: int) -> np.ndarray:
-    """bool (H, W), True inside the watermark box."""
+_BOXES = (WATERMARK_BOX, MIRRORED_WATERMARK_BOX)
+
+
+def _box(h: int, w: int, where=WATERMARK_BOX) -> np.ndarray:
+    """bool (H, W), True inside the watermark box (`where`)."""
     box = np.zeros((h, w), bool)
-    box[WATERMARK_BOX] = True
+    box[where] = True
     return box
 
 
@@ -52,7 +55,7 @@ def _ring(h: int, w: int) -> np.ndarray:
     """bool (H, W), True on the frame's border (BORDER px wide) outside the watermark box."""
     ring = np.ones((h, w), bool)
     ring[BORDER:-BORDER, BORDER:-BORDER] = False
-    return ring & ~_box(h, w)
+    return ring & ~_box(h, w) & ~_box(h, w, MIRRORED_WATERMARK_BOX)
 
 
 def background_color(frames) -> np.ndarray:
@@ -61,15 +64,15 @@ def background_color(frames) -> np.ndarray:
     return np.median(x[:, _ring(*x.shape[1:3])], axis=1).reshape(*lead, 3)
 
 
-def _watermark_strength(x: np.ndarray, bg: np.ndarray) -> np.ndarray:
-    """Estimated alpha of a white watermark over the box of each frame, (N, H, W, 3) -> (N,).
+def _watermark_strength(x: np.ndarray, bg: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """Estimated alpha of a white watermark over `box` (H, W) of each frame (N, H, W, 3): (N,).
 
     Box pixels are split into how far they are blended from the background toward white (t) and
     how far off that blend line their colour lies; the median t of the pixels on the line (the
     shape's pixels are off it) is the watermark's alpha: 0.45 for the video domain, 0 for images.
     """
     white = 255.0 - bg[:, None, :]  # (N, 1, 3) the blend direction
-    rel = x[:, _box(*x.shape[1:3])] - bg[:, None, :]  # (N, P, 3) box pixels
+    rel = x[:, box] - bg[:, None, :]  # (N, P, 3) box pixels
     length2 = np.maximum((white ** 2).sum(-1), 1e-6)  # (N, 1)
     t = (rel * white).sum(-1) / length2  # (N, P)
     off = np.linalg.norm(rel - np.clip(t, 0, 1)[..., None] * white, axis=-1)
@@ -77,6 +80,17 @@ def _watermark_strength(x: np.ndarray, bg: np.ndarray) -> np.ndarray:
     alpha = [np.median(ti[oi < tol]) if (oi < tol).any() else np.nan
              for ti, oi, tol in zip(t, off, tolerance[:, 0])]
     return np.array(alpha)
+
+
+def _watermarks(x: np.ndarray, bg: np.ndarray) -> np.ndarray:
+    """Alpha of the watermark (N, 2) in its box and in the mirrored box, where the data loader's
+    random flip puts it in half of the training clips (so a model may draw it there too)."""
+    return np.stack([_watermark_strength(x, bg, _box(*x.shape[1:3], where)) for where in _BOXES], 1)
+
+
+def _total(alpha: np.ndarray) -> np.ndarray:
+    """Sum of the alphas found over both boxes, (N, 2) -> (N,); NaN where neither was seen."""
+    return np.where(np.isnan(alpha).all(1), np.nan, np.nansum(alpha, 1))
 
 
 def _label_runs(mask: np.ndarray, diagonal: bool):
@@ -148,14 +162,15 @@ def segment(frames) -> dict:
     coverage (..., H, W) soft coverage in [0, 1] of the shape (an outline's interior counts as 1),
     ink (..., H, W) bool, the pixels drawn in the shape's colour (the largest component),
     filled (..., H, W) bool, ink with its holes filled,
-    background (..., 3) colour, watermark (...) its estimated alpha (0.45 in the video domain)."""
+    background (..., 3) colour, watermark (...) the estimated alpha of the watermark (0.45 in the
+    video domain; the watermark's box and its mirror image are searched: see `_watermarks`)."""
     x, lead = _flat(frames)
     n, h, w = x.shape[:3]
     bg = background_color(x)  # (N, 3)
-    alpha = _watermark_strength(x, bg)  # (N,)
-    a = np.clip(np.nan_to_num(alpha), 0, 0.9)[:, None, None]
-    box = _box(h, w)
-    x[:, box] = (x[:, box] - a * 255) / (1 - a)  # undo the watermark's blend toward white
+    alpha = _watermarks(x, bg)  # (N, 2)
+    for where, a in zip(_BOXES, alpha.T):  # undo each watermark's blend toward white
+        box, a = _box(h, w, where), np.clip(np.nan_to_num(a), 0, 0.9)[:, None, None]
+        x[:, box] = (x[:, box] - a * 255) / (1 - a)
     dist = np.sqrt(((x - bg[:, None, None, :]) ** 2).sum(-1))  # (N, H, W) distance from background
     noise = np.median(dist[:, _ring(h, w)], axis=1)[:, None, None]  # (N, 1, 1)
     contrast = np.percentile(dist, 99.5, axis=(1, 2))[:, None, None]  # the shape's colour distance
@@ -168,7 +183,7 @@ def segment(frames) -> dict:
     coverage = np.where(filled & ~ink, 1.0, soft * rim)
     return dict(coverage=coverage.reshape(*lead, h, w), ink=ink.reshape(*lead, h, w),
                 filled=filled.reshape(*lead, h, w), background=bg.reshape(*lead, 3),
-                watermark=alpha.reshape(lead))
+                watermark=_total(alpha).reshape(lead))
 
 
 def _moments(cov: np.ndarray):
@@ -331,10 +346,11 @@ def detect_style(x) -> str | None:
 
 def watermark_leakage(frames) -> float:
     """How much watermark the frames (..., H, W, 3) carry: the estimated alpha of a white blend
-    over the watermark box's background (the shape's pixels left out), relative to the real
-    watermark's 0.45. About 1 for video-domain frames, about 0 for clean images."""
+    over the watermark box's background (the shape's pixels left out; the mirrored box, where
+    flipped training clips have it, counts too), relative to the real watermark's 0.45.
+    About 1 for video-domain frames (flipped or not), about 0 for clean images."""
     x, _ = _flat(frames)
-    return float(np.nanmean(_watermark_strength(x, background_color(x)))) / WATERMARK_ALPHA
+    return float(np.nanmean(_total(_watermarks(x, background_color(x))))) / WATERMARK_ALPHA
 
 
 def centroid_jerk(clip) -> float:

@@ -11,6 +11,7 @@ Two *personalized* styles (`outlined`, `pastel`) stand in for DreamBooth/LoRA mo
 are the MotionLoRA references. Everything is numpy and deterministic from a `np.random.Generator`.
 """
 import csv
+import re
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,7 @@ SIZE_RANGE = (14, 22)  # shape diameter / side / base, px
 SPEED_RANGE = (1.5, 2.5)  # px per frame
 OUTLINE_RANGE = (2.0, 3.0)  # outline width of the `outlined` style, px
 WATERMARK_BOX = (slice(56, 62), slice(42, 62))  # rows 56-61, columns 42-61: frame[WATERMARK_BOX]
+MIRRORED_WATERMARK_BOX = (slice(56, 62), slice(2, 22))  # where a left-right flip moves it
 WATERMARK_ALPHA = 0.45
 NOISE_STD = 3.0  # sensor noise of the video domain, in uint8 levels
 ZOOM_SCALE = 1.5  # zoom-in ends on the central 1/1.5 of the frame
@@ -38,7 +40,7 @@ ROLL_DEGREES = 60.0  # total rotation of a `roll` clip
 _SUPERSAMPLE = 4
 
 # The caption grammar: "a {color} {shape}" or "a {color} {shape} moving {direction}".
-_FLIPPED = {"left": "right", "right": "left", "up": "up", "down": "down"}
+_MIRRORED = {"left": "right", "right": "left"}
 
 
 def caption(color: str, shape: str, direction: str | None = None) -> str:
@@ -62,9 +64,9 @@ def parse_caption(text: str) -> dict:
 
 
 def flip_caption(text: str) -> str:
-    """The caption of the horizontally mirrored frames: `moving left` <-> `moving right`."""
-    c = parse_caption(text)
-    return caption(c["color"], c["shape"], c["direction"] and _FLIPPED[c["direction"]])
+    """The caption of the horizontally mirrored frames: the words `left` and `right` swap
+    (`a red circle moving left` -> `... moving right`); any other caption is unchanged."""
+    return re.sub(r"\b(left|right)\b", lambda m: _MIRRORED[m.group(1)], text)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -58,15 +58,27 @@ def gif_html(clips, fps: int = FPS, width: int = 128) -> str:
     return "".join(tags)
 
 
+class UnreadableVideo(RuntimeError):
+    """A video file that is missing or that decord cannot decode."""
+
+
 def open_video(path):
-    """A decord VideoReader on the CPU (raises RuntimeError for a missing or unreadable file)."""
+    """A decord VideoReader on the CPU; raises UnreadableVideo for a missing or broken file."""
     import decord
 
-    return decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+    try:
+        return decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+    except (RuntimeError, decord.DECORDError) as e:
+        raise UnreadableVideo(f"cannot read video {path}: {e}") from e
 
 
 def read_video(path, indices=None) -> np.ndarray:
     """Frames of a video file as uint8 (F, H, W, 3): all of them, or those at `indices`."""
+    import decord
+
     reader = open_video(path)
     indices = range(len(reader)) if indices is None else indices
-    return reader.get_batch(list(indices)).asnumpy()
+    try:
+        return reader.get_batch(list(indices)).asnumpy()
+    except (RuntimeError, decord.DECORDError) as e:
+        raise UnreadableVideo(f"cannot decode frames {list(indices)} of {path}: {e}") from e
