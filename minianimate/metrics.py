@@ -363,17 +363,20 @@ def centroid_jerk(clip) -> float:
 
 
 def frame_consistency(clip) -> float:
-    """Mean soft IoU of consecutive frames' shape coverage after aligning their centroids (whole
-    pixels): 1 when the same object only moves, lower when it flickers, morphs or vanishes."""
-    cov = segment(clip)["coverage"]  # (F, H, W)
-    _, cx, cy, _, _ = _moments(cov)
-    ious = []
-    for t in range(len(cov) - 1):
-        dx, dy = np.round([cx[t + 1] - cx[t], cy[t + 1] - cy[t]]).astype(int)
-        moved = np.roll(cov[t], (dy, dx), axis=(0, 1))
-        union = np.maximum(moved, cov[t + 1]).sum()
-        ious.append(np.minimum(moved, cov[t + 1]).sum() / union if union > 0 else 0.0)
-    return float(np.mean(ious))
+    """Mean cosine similarity of consecutive frames' foregrounds (coverage times colour minus
+    background) after aligning their centroids to the whole pixel: 1 when the same object only
+    moves, lower when it flickers, changes shape or colour, or vanishes. clip: (F, H, W, 3)."""
+    x, _ = _flat(clip)
+    seg = segment(x)
+    fg = seg["coverage"][..., None] * (x - seg["background"][:, None, None, :])  # (F, H, W, 3)
+    _, cx, cy, _, _ = _moments(seg["coverage"])
+    cosines = []
+    for t in range(len(fg) - 1):
+        shift = np.round([cy[t + 1] - cy[t], cx[t + 1] - cx[t]])
+        moved = np.roll(fg[t], tuple(np.nan_to_num(shift).astype(int)), axis=(0, 1))
+        norm = np.linalg.norm(moved) * np.linalg.norm(fg[t + 1])
+        cosines.append((moved * fg[t + 1]).sum() / norm if norm > 0 else 0.0)
+    return float(np.mean(cosines))
 
 
 def _accuracy(classify, items, targets) -> float:

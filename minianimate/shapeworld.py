@@ -155,7 +155,7 @@ def _path(rng, frames, size, direction, speed):
     """Centres (F, 2) of a straight path at `speed` px/frame that stays inside the frame."""
     lo, hi = size / 2, IMAGE_SIZE - size / 2
     travel = speed * (frames - 1)
-    start = rng.uniform(lo, hi - travel)  # along the motion axis, so the whole path fits
+    start = rng.uniform(lo, max(lo, hi - travel))  # along the motion axis: the whole path fits
     across = rng.uniform(lo, hi)
     along = start + speed * np.arange(frames)
     if direction in ("left", "up"):
