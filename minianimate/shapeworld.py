@@ -295,10 +295,10 @@ def write_dataset(out, videos: int, images: int, seed: int, frames=16, style=Non
     _write_csv(out / "videos.csv", ("videoid", "name", "page_dir"), rows)
 
     rows = []
-    (out / "images").mkdir(parents=True, exist_ok=True)
     for i in tqdm(range(images), desc=f"images -> {out}", disable=images == 0):
         image, text, _ = render_image(rng, style=style)
         file = f"images/{i:06d}.png"
+        (out / "images").mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).save(out / file)
         rows.append((file, text))
     _write_csv(out / "images.csv", ("file", "caption"), rows)
