@@ -38,7 +38,7 @@ def _flat(frames) -> tuple[np.ndarray, tuple]:
     x = np.asarray(frames)
     if x.ndim < 3 or x.shape[-1] != 3:
         raise ValueError(f"expected RGB frames (..., H, W, 3), got shape {x.shape}")
-    return x.reshape(-1, *x.shape[-3:]).astype(float), x.shape[:-3]
+    return rearrange(x, "... h w c -> (...) h w c").astype(float), x.shape[:-3]
 
 
 _BOXES = (WATERMARK_BOX, MIRRORED_WATERMARK_BOX)
@@ -153,8 +153,8 @@ def _largest_with_holes(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     rows, starts, ends, ids = _label_runs(~ink, diagonal=False)
     inside = ids != ids[0]  # run 0 is the top padding row, connected to every frame's outside
     filled = ink | _paint(tall.shape, rows[inside], starts[inside], ends[inside])
-    unstack = lambda m: rearrange(m, "(n h) w -> n h w", n=n)[:, 1:-1, 1:-1]  # noqa: E731
-    return unstack(ink), unstack(filled)
+    ink, filled = (rearrange(m, "(n h) w -> n h w", n=n)[:, 1:-1, 1:-1] for m in (ink, filled))
+    return ink, filled
 
 
 def segment(frames) -> dict:
