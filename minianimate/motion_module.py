@@ -53,7 +53,8 @@ class TemporalTransformerBlock(nn.Module):
 class MotionModule(nn.Module):
     """GroupNorm -> proj_in -> temporal transformer block(s) -> zero-initialised proj_out -> residual.
 
-    x ((b f), C, H, W) with `num_frames` = f -> same shape. GroupNorm statistics span all frames of a clip.
+    x ((b f), C, H, W) with `num_frames` = f -> same shape. Attention is per pixel, but the GroupNorm
+    statistics span all frames and pixels of a clip (as in the official code and diffusers).
     """
 
     def __init__(self, channels: int, heads: int = 8, max_frames: int = 32, groups: int = 32, layers: int = 1):
@@ -72,8 +73,8 @@ class MotionModule(nn.Module):
     def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
         if num_frames > self.max_frames:
             raise ValueError(f"{num_frames} frames exceed the motion module's positional encoding "
-                             f"({self.max_frames} frames); generate long clips with context windows "
-                             f"(`context=` / --context) instead")
+                             f"({self.max_frames} frames); generate longer clips with sliding context "
+                             f"windows of at most {self.max_frames} frames instead")
         height, width = x.shape[-2:]
         h = self.norm(rearrange(x, "(b f) c h w -> b c f h w", f=num_frames))
         h = self.proj_in(rearrange(h, "b c f h w -> (b h w) f c"))

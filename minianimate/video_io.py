@@ -50,6 +50,24 @@ def write_video(path, clip: np.ndarray, fps: int = FPS):
     raise ValueError(f"cannot write {path}: expected a .mp4 or .gif file name")
 
 
+def write_png(path, image: np.ndarray):
+    """Write uint8 (H, W, 3) as PNG."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    imageio.v3.imwrite(path, image, extension=".png")
+
+
+def contact_sheet(images: np.ndarray, columns: int = 8, pad: int = 2) -> np.ndarray:
+    """Tile uint8 (N, H, W, 3) images (or the frames of a clip) into one (rows*H', cols*W', 3) picture."""
+    n, h, w, _ = images.shape
+    columns = min(columns, n)
+    rows = -(-n // columns)
+    sheet = np.full((rows * (h + pad) + pad, columns * (w + pad) + pad, 3), 255, np.uint8)
+    for i, image in enumerate(images):
+        r, c = divmod(i, columns)
+        sheet[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = image
+    return sheet
+
+
 def gif_html(clips, fps: int = FPS, width: int = 128) -> str:
     """HTML showing clips (a list of uint8 (F, H, W, 3)) side by side as inline base64 GIFs,
     each `width` px wide on screen (pixels enlarged by the browser, not stored larger)."""

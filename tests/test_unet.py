@@ -26,7 +26,7 @@ def random_diffusers(cfg, seed=0):
     torch.manual_seed(seed)
     ref = UNet2DConditionModel(**cfg).eval()
     with torch.no_grad():
-        for p in ref.parameters():  # non-zero everywhere, including zero-initialised layers
+        for p in ref.parameters():  # no zero biases, no unit norms: every weight matters
             p.normal_(0, 0.05)
     return ref
 
