@@ -1,0 +1,33 @@
+"""The denoising loop: DDIM with classifier-free guidance, the same for images (UNet) and clips (MotionUNet)."""
+import torch
+from tqdm.auto import tqdm
+
+from minianimate.ddim import DDIM, classifier_free_guidance
+
+
+@torch.no_grad()
+def sample(model, shape: tuple, context: torch.Tensor, uncond: torch.Tensor | None = None, ddim: DDIM | None = None,
+           steps: int = 25, guidance: float = 7.5, seed: int = 0, eta: float = 0.0, latents=None,
+           progress: bool = True) -> torch.Tensor:
+    """Denoise Gaussian noise of `shape` into latents.
+
+    model(x, t, context) -> eps, x of `shape`: (B, C, H, W) for a UNet, (B, C, F, H, W) for a MotionUNet.
+    context (B, L, D) (or one prompt per frame, (B*F, L, D)); uncond: the empty prompt's context, same shape
+    (None or guidance 1 = no guidance). Guided steps run conditional and unconditional in one batch.
+    Returns latents of `shape`. The same seed gives the same latents.
+    """
+    ddim = ddim or DDIM()
+    ddim.set_timesteps(steps)
+    generator = torch.Generator().manual_seed(seed)
+    device = context.device
+    x = torch.randn(shape, generator=generator).to(device) if latents is None else latents.to(device)
+    guided = uncond is not None and guidance != 1.0
+    both = torch.cat([uncond, context]) if guided else context
+    for t in tqdm(ddim.timesteps, desc="denoising", disable=not progress, leave=False):
+        if guided:
+            eps_uncond, eps_cond = model(torch.cat([x, x]), int(t), both).chunk(2)
+            eps = classifier_free_guidance(eps_uncond, eps_cond, guidance)
+        else:
+            eps = model(x, int(t), both)
+        x = ddim.step(eps, t, x, eta=eta, generator=generator)
+    return x
