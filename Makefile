@@ -5,7 +5,7 @@ VPY      := $(VENV)/bin/python
 TORCH    ?= torch==2.13.0
 NB_TIMEOUT ?= 600
 
-.PHONY: venv demo test test-py test-nb bench clean
+.PHONY: venv demo test test-py test-nb bench checkpoints clean
 
 venv: $(VENV)/.installed
 
@@ -27,6 +27,14 @@ test-py: venv
 test-nb: venv
 	MINIANIMATE_QUICK=1 $(VPY) -m pytest --nbval-lax --nbval-current-env \
 		--nbval-cell-timeout=$(NB_TIMEOUT) -p no:cacheprovider notebooks
+
+# Rebuild the shipped toy checkpoints from scratch (fixed seeds; minutes are logged in
+# data_samples/checkpoints/training_log.json). One stage at a time: 2 cores.
+checkpoints: venv
+	$(VPY) -m minianimate train vae --config configs/vae.yaml
+	$(VPY) -m minianimate train base --config configs/base.yaml
+	$(VPY) -m minianimate train outlined --config configs/outlined.yaml
+	$(VPY) -m minianimate train pastel --config configs/pastel.yaml
 
 bench: venv
 	$(VPY) benchmarks/unet_step.py
