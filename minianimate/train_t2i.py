@@ -20,6 +20,9 @@ from minianimate.trainer import TrainConfig, Trainer
 from minianimate.unet import UNet
 
 
+SHIP_DTYPE = torch.float16  # shipped weights are stored in fp16 (half the size) and loaded as fp32
+
+
 def load_config(path) -> TrainConfig:
     """A TrainConfig from yaml; unknown top-level keys are an error naming them."""
     raw = yaml.safe_load(Path(path).read_text()) or {}
@@ -46,7 +49,7 @@ def train_vae_stage(cfg: TrainConfig, out: Path, run: Path, resume: bool = False
     torch.manual_seed(cfg.seed)
     vae, losses = train_vae(steps=cfg.steps, batch=cfg.batch, lr=cfg.lr, seed=cfg.seed, progress=progress,
                             **cfg.extra)
-    vae.save_pretrained(out / "vae")
+    vae.to(SHIP_DTYPE).save_pretrained(out / "vae")
     _report("vae", out, started, final_loss=sum(losses[-50:]) / 50, scaling_factor=vae.config.scaling_factor)
 
 
@@ -67,7 +70,7 @@ def train_base_stage(cfg: TrainConfig, out: Path, run: Path, resume: bool = Fals
                                                    cfg.extra.get("text_dropout", 0.1)),
                 desc="base", progress=progress)
     final = trainer.ema or trainer.modules
-    final["unet"].save_pretrained(out / "unet_base")
+    final["unet"].save_pretrained(out / "unet_base", dtype=SHIP_DTYPE)
     encoder = final["text_encoder"]
     (out / "text_encoder").mkdir(parents=True, exist_ok=True)
     save_safetensors(encoder.state_dict(), out / "text_encoder" / "model.safetensors")
@@ -95,7 +98,7 @@ def train_outlined_stage(cfg: TrainConfig, out: Path, run: Path, resume: bool = 
     trainer.fit(lambda step, g: t2i.diffusion_loss(unet, text_encoder, latents, captions, ddim, g, cfg.batch,
                                                    cfg.extra.get("text_dropout", 0.1)),
                 desc="outlined", progress=progress)
-    (trainer.ema or trainer.modules)["unet"].save_pretrained(out / "unet_outlined")
+    (trainer.ema or trainer.modules)["unet"].save_pretrained(out / "unet_outlined", dtype=SHIP_DTYPE)
     _report("outlined", out, started, final_loss=sum(trainer.losses[-50:]) / 50, steps=trainer.step)
 
 

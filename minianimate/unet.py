@@ -348,12 +348,14 @@ class UNet(nn.Module):
                              f"keys {unexpected[:5]} (is it a UNet2DConditionModel of this config?)")
         return model.to(dtype)
 
-    def save_pretrained(self, path) -> None:
-        """Write `config.json` + `diffusion_pytorch_model.safetensors`, readable by diffusers."""
+    def save_pretrained(self, path, dtype: torch.dtype | None = None) -> None:
+        """Write `config.json` + `diffusion_pytorch_model.safetensors` (tensors cast to `dtype` if given),
+        readable by diffusers."""
         from minianimate.checkpoint import save_safetensors
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         config = {"_class_name": "UNet2DConditionModel", **self.config}
         (path / "config.json").write_text(json.dumps(config, indent=2))
-        save_safetensors(self.state_dict(), path / "diffusion_pytorch_model.safetensors")
+        state = {k: v.to(dtype) if dtype else v for k, v in self.state_dict().items()}
+        save_safetensors(state, path / "diffusion_pytorch_model.safetensors")
