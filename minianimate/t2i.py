@@ -70,8 +70,8 @@ def load_t2i(model: str = "base", root=CHECKPOINTS) -> T2I:
     root = Path(root)
     if not (root / "vae").exists():
         raise FileNotFoundError(f"no toy checkpoints in {root}; rebuild them with `make checkpoints`")
-    path = {"base": root / "unet_base", "outlined": root / "unet_outlined", "pastel": root / "unet_base"}.get(model,
-                                                                                                            model)
+    shipped = {"base": "unet_base", "outlined": "unet_outlined", "pastel": "unet_base"}  # pastel = base + LoRA
+    path = root / shipped[model] if model in shipped else Path(model)
     unet = UNet.from_pretrained(path).eval().requires_grad_(False)
     if model == "pastel":
         from minianimate.lora import LoRA

@@ -137,7 +137,6 @@ STAGES = {"vae": train_vae_stage, "base": train_base_stage, "outlined": train_ou
 def run_stage(stage: str, config, out=t2i.CHECKPOINTS, resume: bool = False, progress: bool = True):
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; choose one of {sorted(STAGES)}")
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     cfg = load_config(config)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
