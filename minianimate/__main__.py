@@ -33,6 +33,37 @@ def _sample_images(args):
     print(f"wrote {len(images)} images and contact_sheet.png to {out}")
 
 
+def _generate(args):
+    from pathlib import Path
+
+    from minianimate.pipeline import AnimationPipeline
+    from minianimate.video_io import contact_sheet, write_png, write_video
+
+    out = Path(args.out)
+    if out.suffix not in (".mp4", ".gif", ".png"):
+        raise SystemExit(f"--out must end in .mp4, .gif or .png (a contact sheet of the frames), got {out}")
+    pipe = AnimationPipeline.from_pretrained(model=args.model)
+    video = pipe.generate(args.prompt, negative_prompt=args.negative_prompt, frames=args.frames, steps=args.steps,
+                          guidance=args.guidance, seed=args.seed, adapter_scale=args.adapter_scale,
+                          motion_loras=args.motion_lora, context=args.context, overlap=args.overlap)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_png(out, contact_sheet(video)) if out.suffix == ".png" else write_video(out, video)
+    print(f"wrote {out} ({len(video)} frames, {video.shape[2]}x{video.shape[1]})")
+
+
+def _eval(args):
+    import json
+
+    from minianimate.evaluate import eval_table, format_table
+
+    table = eval_table(per_row=args.per_row, steps=args.steps, seed=args.seed)
+    print(format_table(table))
+    if args.json:
+        rows = [{k: v for k, v in row.items() if k != "clips"} for row in table]
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+
+
 def _demo(args):
     from minianimate.demo import run_demo
 
@@ -54,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="make camera-motion clips (augmented still clips) instead of moving shapes")
     p.set_defaults(func=_make_data)
 
-    p = sub.add_parser("train", help="train a stage: vae, base (toy T2I), ...")
+    p = sub.add_parser("train", help="train a stage: vae, base, outlined, pastel (toy T2I), adapter, motion")
     p.add_argument("stage")
     p.add_argument("--config", required=True, help="yaml file (see configs/)")
     p.add_argument("--out", default="data_samples/checkpoints", help="where the trained checkpoint is exported")
@@ -70,6 +101,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance", type=float, default=7.5)
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=_sample_images)
+
+    p = sub.add_parser("generate", help="text -> animation with the shipped toy models and motion module")
+    p.add_argument("--prompt", required=True, help="e.g. 'a red circle moving left'")
+    p.add_argument("--negative-prompt", default="")
+    p.add_argument("--model", default="base", help="base, outlined, pastel, a diffusers UNet folder or a LoRA file")
+    p.add_argument("--frames", type=int, default=16)
+    p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--guidance", type=float, default=7.5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--adapter-scale", type=float, default=0.0, help="domain adapter LoRA scale (1 = watermark)")
+    p.add_argument("--motion-lora", action="append", default=[], metavar="NAME_OR_PATH[:SCALE]",
+                   help="a MotionLoRA (repeat to mix), e.g. zoom-in:0.8")
+    p.add_argument("--context", type=int, default=None, help="sliding context window length (long clips)")
+    p.add_argument("--overlap", type=int, default=None, help="window overlap (default: a quarter of --context)")
+    p.add_argument("--out", required=True, help="FILE.mp4, FILE.gif or FILE.png (contact sheet)")
+    p.set_defaults(func=_generate)
+
+    p = sub.add_parser("eval", help="the metric table of the shipped motion module (direction, style, watermark)")
+    p.add_argument("--per-row", type=int, default=12, help="clips per row")
+    p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None, help="also write the table to this file")
+    p.set_defaults(func=_eval)
 
     p = sub.add_parser("demo", help="the main job on the shipped checkpoints (what `make demo` runs)")
     p.add_argument("--out", default="outputs", help="folder for figures and animations")

@@ -30,13 +30,15 @@ STYLES = ("outlined", "pastel")
 CAMERA_MOTIONS = ("zoom-in", "zoom-out", "roll")
 SIZE_RANGE = (14, 22)  # shape diameter / side / base, px
 SPEED_RANGE = (1.5, 2.5)  # px per frame
-OUTLINE_RANGE = (2.0, 3.0)  # outline width of the `outlined` style, px
+OUTLINE_RANGE = (3.0, 4.0)  # outline width of the `outlined` style, px (about one 16x16 latent pixel)
 WATERMARK_BOX = (slice(56, 62), slice(42, 62))  # rows 56-61, columns 42-61: frame[WATERMARK_BOX]
 MIRRORED_WATERMARK_BOX = (slice(56, 62), slice(2, 22))  # where a left-right flip moves it
 WATERMARK_ALPHA = 0.45
 NOISE_STD = 3.0  # sensor noise of the video domain, in uint8 levels
 ZOOM_SCALE = 1.5  # zoom-in ends on the central 1/1.5 of the frame
 ROLL_DEGREES = 60.0  # total rotation of a `roll` clip
+TRAIL_ALPHAS = (0.3, 0.18, 0.08)  # faint copies behind a moving shape (a motion streak), nearest first
+TRAIL_GAP = 2.5  # px between the copies of a trail
 _SUPERSAMPLE = 4
 
 # The caption grammar: "a {color} {shape}" or "a {color} {shape} moving {direction}".
@@ -118,14 +120,28 @@ def _palette(color: str, style: str | None) -> tuple[np.ndarray, np.ndarray]:
     return np.array(BACKGROUND, float), rgb
 
 
+_STEP = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
+
+
 def _draw(color: str, shape: str, style: str | None, size: float, outline: float | None,
-          centres: np.ndarray) -> np.ndarray:
-    """Render one frame per centre (x, y): uint8 (F, H, W, 3)."""
+          centres: np.ndarray, trail: str | None = None) -> np.ndarray:
+    """Render one frame per centre (x, y): uint8 (F, H, W, 3).
+
+    trail: a direction; faint copies of the shape (TRAIL_ALPHAS) are drawn behind it, the way a photo
+    of a running horse shows which way it runs. It is what lets a single frame (and so the frozen image
+    model, whose features are all a motion module sees) tell `moving left` from `moving right`.
+    """
     bg, fg = _palette(color, style)
     frames = []
     for cx, cy in centres:
+        frame = bg
+        if trail is not None:
+            dx, dy = _STEP[trail]
+            for k, alpha in reversed(list(enumerate(TRAIL_ALPHAS, 1))):
+                a = alpha * _coverage(shape, cx - k * TRAIL_GAP * dx, cy - k * TRAIL_GAP * dy, size, outline)
+                frame = frame * (1 - a[..., None]) + fg * a[..., None]
         a = _coverage(shape, cx, cy, size, outline)[..., None]  # (H, W, 1)
-        frames.append(bg * (1 - a) + fg * a)
+        frames.append(frame * (1 - a) + fg * a)
     return np.round(np.stack(frames)).astype(np.uint8)
 
 
@@ -138,17 +154,21 @@ def _choose(rng: np.random.Generator, color, shape, style):
     return color, shape, size, outline
 
 
-def render_image(rng: np.random.Generator, color=None, shape=None, style=None):
+def render_image(rng: np.random.Generator, color=None, shape=None, style=None, direction=None):
     """A clean T2I-domain image: (uint8 (H, W, 3), caption `a {color} {shape}`, meta dict).
 
     Unspecified colour/shape are drawn from `rng`; the shape lies fully inside the frame.
+    direction: None (a still shape) or one of DIRECTIONS: a photo of a moving shape, its motion streak
+    (trail) behind it, caption `a {color} {shape} moving {direction}`.
     """
+    if direction not in (None, *DIRECTIONS):
+        raise ValueError(f"unknown direction {direction!r}; expected None or one of {DIRECTIONS}")
     color, shape, size, outline = _choose(rng, color, shape, style)
     centre = rng.uniform(size / 2, IMAGE_SIZE - size / 2, size=2)
-    image = _draw(color, shape, style, size, outline, centre[None])[0]
-    meta = dict(color=color, shape=shape, style=style, size=size,
+    image = _draw(color, shape, style, size, outline, centre[None], trail=direction)[0]
+    meta = dict(color=color, shape=shape, style=style, size=size, direction=direction,
                 centre=tuple(float(v) for v in centre))
-    return image, caption(color, shape), meta
+    return image, caption(color, shape, direction), meta
 
 
 def _path(rng, frames, size, direction, speed):
@@ -166,12 +186,13 @@ def _path(rng, frames, size, direction, speed):
 
 
 def render_clip(rng: np.random.Generator, frames=16, color=None, shape=None, direction=None,
-                style=None, watermark=True):
+                style=None, watermark=True, trail=True):
     """A video-domain clip: (uint8 (F, H, W, 3), caption, meta dict).
 
     direction: one of DIRECTIONS (random if None) or "still" (caption without motion).
     The shape moves at 1.5-2.5 px/frame (slower if `frames` is too long for the path to fit).
     watermark: add the video-domain defects (watermark box, blur, noise); False gives clean frames.
+    trail: draw the motion streak behind a moving shape (see `_draw`); still shapes have none.
     """
     color, shape, size, outline = _choose(rng, color, shape, style)
     direction = direction or str(rng.choice(DIRECTIONS))
@@ -185,7 +206,8 @@ def render_clip(rng: np.random.Generator, frames=16, color=None, shape=None, dir
     else:
         speed = min(rng.uniform(*SPEED_RANGE), (IMAGE_SIZE - size) / max(frames - 1, 1))
         centres = _path(rng, frames, size, direction, speed)
-    clip = _draw(color, shape, style, size, outline, centres)
+    streak = direction if trail and direction != "still" else None
+    clip = _draw(color, shape, style, size, outline, centres, trail=streak)
     if watermark:
         clip = add_video_defects(rng, clip)
     meta = dict(color=color, shape=shape, style=style, size=size, direction=direction,

@@ -83,20 +83,32 @@ def load_t2i(model: str = "base", root=CHECKPOINTS) -> T2I:
 # --------------------------------------------------------------------------------------------------
 # Data: images rendered once, encoded once to latents (the VAE is frozen from here on)
 
-def image_set(n: int, seed: int, style: str | None = None) -> tuple[np.ndarray, list[str]]:
-    """n ShapeWorld images and captions, uint8 (n, 64, 64, 3)."""
+def image_set(n: int, seed: int, style: str | None = None, moving: float = 0.0) -> tuple[np.ndarray, list[str]]:
+    """n ShapeWorld images and captions, uint8 (n, 64, 64, 3).
+
+    moving: the fraction of photos of moving shapes (a motion streak behind them, caption
+    `a red circle moving left`), as an image dataset holds photos of running horses next to still ones.
+    """
     rng = np.random.default_rng(seed)
-    items = [sw.render_image(rng, style=style) for _ in range(n)]
+    items = [sw.render_image(rng, style=style, direction=str(rng.choice(sw.DIRECTIONS)) if rng.random() < moving
+                             else None) for _ in range(n)]
     return np.stack([i[0] for i in items]), [i[1] for i in items]
 
 
 @torch.no_grad()
-def encode_set(vae, images: np.ndarray, flip: bool = True) -> torch.Tensor:
-    """Scaled latents of images, (n, 4, 16, 16), followed by those of the mirrored images if `flip`."""
+def encode_set(vae, images: np.ndarray, captions: list[str] | None = None, flip: bool = True):
+    """Scaled latents of images, (n, 4, 16, 16), followed by those of the mirrored images if `flip`.
+
+    With `captions`, returns (latents, captions of every latent): the mirrored images' captions swap
+    `left` and `right` (`shapeworld.flip_caption`).
+    """
     x = to_tensor(images)
     if flip:
         x = torch.cat([x, x.flip(-1)])
-    return torch.cat([encode(vae, chunk) for chunk in x.split(256)])
+    latents = torch.cat([encode(vae, chunk) for chunk in x.split(256)])
+    if captions is None:
+        return latents
+    return latents, list(captions) + ([sw.flip_caption(c) for c in captions] if flip else [])
 
 
 def diffusion_loss(unet, text_encoder, latents, captions, ddim: DDIM, generator, batch: int,

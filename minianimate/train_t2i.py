@@ -58,9 +58,8 @@ def train_base_stage(cfg: TrainConfig, out: Path, run: Path, resume: bool = Fals
     started = time.time()
     torch.manual_seed(cfg.seed)
     vae = t2i.load_vae(out)
-    images, captions = t2i.image_set(cfg.extra.get("images", 8000), cfg.seed)
-    latents = t2i.encode_set(vae, images)
-    captions = captions * 2  # the mirrored half has the same captions (no direction words here)
+    images, captions = t2i.image_set(cfg.extra.get("images", 8000), cfg.seed, moving=cfg.extra.get("moving", 0.5))
+    latents, captions = t2i.encode_set(vae, images, captions)  # + mirror images, `left`/`right` swapped
     unet, text_encoder = UNet(t2i.TOY_UNET), ToyTextEncoder()
     ddim = DDIM(**t2i.TOY_SCHEDULE)
     trainer = Trainer({"unet": unet, "text_encoder": text_encoder}, cfg, run)
@@ -79,10 +78,12 @@ def train_base_stage(cfg: TrainConfig, out: Path, run: Path, resume: bool = Fals
 
 
 def _personal_data(out: Path, cfg: TrainConfig, style: str):
-    """The few styled images (<= 40) of a personalized model, as latents with plain captions."""
+    """The few styled images (<= 40) of a personalized model, as latents with their captions (plain, or
+    with a direction for the photos of moving shapes)."""
     vae = t2i.load_vae(out)
-    images, captions = t2i.image_set(cfg.extra.get("images", 40), cfg.seed + 1000, style=style)
-    return t2i.encode_set(vae, images), captions * 2
+    images, captions = t2i.image_set(cfg.extra.get("images", 40), cfg.seed + 1000, style=style,
+                                     moving=cfg.extra.get("moving", 0.5))
+    return t2i.encode_set(vae, images, captions)
 
 
 def train_outlined_stage(cfg: TrainConfig, out: Path, run: Path, resume: bool = False, progress: bool = True):
@@ -135,9 +136,13 @@ STAGES = {"vae": train_vae_stage, "base": train_base_stage, "outlined": train_ou
 
 
 def run_stage(stage: str, config, out=t2i.CHECKPOINTS, resume: bool = False, progress: bool = True):
-    if stage not in STAGES:
-        raise ValueError(f"unknown stage {stage!r}; choose one of {sorted(STAGES)}")
+    """Train one stage: the toy T2I ones here, the video ones of `minianimate.train_video`."""
+    from minianimate.train_video import STAGES as VIDEO_STAGES
+
+    stages = {**STAGES, **VIDEO_STAGES}
+    if stage not in stages:
+        raise ValueError(f"unknown stage {stage!r}; choose one of {list(stages)}")
     cfg = load_config(config)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    STAGES[stage](cfg, out, Path("runs") / stage, resume=resume, progress=progress)
+    stages[stage](cfg, out, Path("runs") / stage, resume=resume, progress=progress)

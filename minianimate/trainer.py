@@ -4,7 +4,13 @@ A stage supplies `loss_fn(step, generator) -> scalar loss` and the modules it tr
 `s` comes from a generator seeded by (seed, s), so a run resumed from a checkpoint continues exactly as
 an uninterrupted run would. Checkpoints are written atomically; a NaN/inf loss stops training before the
 optimizer touches the weights and leaves the last good checkpoint in place.
+
+Data-parallel training (DDP): launched with `torchrun --nproc_per_node N -m minianimate train ...`, every
+process runs the same loop on its own random batch (its generator is also seeded by its rank), gradients
+are averaged across processes (all-reduce) before each optimizer step, so all replicas stay equal; rank 0
+alone writes checkpoints and shows progress. The batch per step is N x `batch`.
 """
+import os
 import copy
 import json
 import math
@@ -12,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
@@ -40,9 +47,25 @@ class NonFiniteLoss(RuntimeError):
     """Raised when the loss is NaN or inf; the last good checkpoint is left untouched."""
 
 
-def step_generator(seed: int, step: int) -> torch.Generator:
-    """The random stream of one training step: the same for a resumed run and an uninterrupted one."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
+    """The random stream of one training step (of one DDP process): the same for a resumed run and an
+    uninterrupted one."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + step + rank * 7_919_000_017)
+
+
+def init_distributed() -> tuple[int, int]:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1; gloo on CPU, nccl on GPUs).
+    Returns (rank, world size); (0, 1) for a plain single process."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return world()
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size) of this process; (0, 1) without a process group."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 def lr_factor(cfg: TrainConfig, step: int) -> float:
@@ -69,6 +92,10 @@ class Trainer:
             raise ValueError("nothing to train: no parameter requires grad")
         self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(cfg, s))
+        self.rank, self.world = world()
+        if self.world > 1:  # every replica starts from rank 0's weights
+            for p in self.params:
+                dist.broadcast(p.data, 0)
         self.ema = {n: copy.deepcopy(m).requires_grad_(False) for n, m in modules.items()} if cfg.ema else None
         self.step, self.losses = 0, []
 
@@ -79,6 +106,13 @@ class Trainer:
         return {f"{n}.{k}": v for n, m in modules.items() for k, v in m.state_dict().items()}
 
     def save(self) -> None:
+        """Write the checkpoint (rank 0 only; other DDP processes wait for it)."""
+        if self.rank == 0:
+            self._save()
+        if self.world > 1:
+            dist.barrier()
+
+    def _save(self) -> None:
         meta = {"step": str(self.step)}
         save_safetensors(self.trained_state(), self.out / "weights.safetensors", meta)
         if self.ema:
@@ -119,29 +153,48 @@ class Trainer:
     def fit(self, loss_fn, on_checkpoint=None, desc: str = "train", progress: bool = True) -> list[float]:
         """Run `loss_fn(step, generator)` until cfg.steps; return the loss curve."""
         cfg = self.cfg
-        bar = tqdm(range(self.step, cfg.steps), desc=desc, disable=not progress, initial=self.step, total=cfg.steps)
+        bar = tqdm(range(self.step, cfg.steps), desc=desc, disable=not progress or self.rank != 0,
+                   initial=self.step, total=cfg.steps)
         for step in bar:
             self.step = step
-            loss = loss_fn(step, step_generator(cfg.seed, step))
-            if not torch.isfinite(loss):
-                raise NonFiniteLoss(f"loss is {loss.item()} at step {step}; stopped without saving (the last "
+            loss = loss_fn(step, step_generator(cfg.seed, step, self.rank))
+            if self.world > 1:  # every replica must see a bad loss, or the others would wait forever
+                shared = loss.detach().clone()
+                dist.all_reduce(shared)
+                shared /= self.world
+            else:
+                shared = loss.detach()
+            if not torch.isfinite(shared):
+                raise NonFiniteLoss(f"loss is {shared.item()} at step {step}; stopped without saving (the last "
                                     f"good checkpoint in {self.out} is kept). Try a lower lr or check the data.")
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
+            if self.world > 1:
+                self._average_gradients()
             torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
             self.opt.step()
             self.sched.step()
             if self.ema:
                 self._update_ema()
-            self.losses.append(loss.item())
+            self.losses.append(shared.item())
             self.step = step + 1
             if self.step % cfg.log_every == 0:
                 bar.set_postfix(loss=f"{sum(self.losses[-cfg.log_every:]) / cfg.log_every:.4f}")
             if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
                 self.save()
-                if on_checkpoint:
+                if on_checkpoint and self.rank == 0:
                     on_checkpoint(self)
         return self.losses
+
+    @torch.no_grad()
+    def _average_gradients(self) -> None:
+        """All-reduce the mean gradient over the DDP processes (one flat buffer, one call)."""
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= self.world
+        for p, g in zip(self.params, flat.split([g.numel() for g in grads])):
+            p.grad = g.view_as(p).clone()
 
     @torch.no_grad()
     def _update_ema(self) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from minianimate.attention import Transformer2D
 
@@ -154,9 +155,15 @@ class Block(nn.Module):
         self.attentions = nn.ModuleList(attentions) if attentions else None  # registered first, as in diffusers
         self.resnets = nn.ModuleList(resnets)
         self.register_module("motion_modules", None)  # an empty slot, filled by inflation
+        self.gradient_checkpointing = False  # see UNet.enable_gradient_checkpointing
 
     def layer(self, i: int, h, temb, context, num_frames: int):
         """Resnet i, then its attention and motion module: (N, C, H, W) -> (N, C', H, W), N = B*frames."""
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            return checkpoint(self._layer, i, h, temb, context, num_frames, use_reentrant=False)
+        return self._layer(i, h, temb, context, num_frames)
+
+    def _layer(self, i: int, h, temb, context, num_frames: int):
         h = self.resnets[i](h, temb)
         if self.attentions is not None:
             h = self.attentions[i](h, context)
@@ -305,6 +312,13 @@ class UNet(nn.Module):
             size = skips[-len(block.resnets) - 1].shape[-2:] if block.upsamplers is not None else None
             h = block(h, skips, temb, context, num_frames, size)
         return self.conv_out(F.silu(self.conv_norm_out(h)))
+
+    def enable_gradient_checkpointing(self, enabled: bool = True) -> "UNet":
+        """Recompute each resnet(+attention, + motion module) layer in the backward pass instead of keeping
+        its activations: less memory for more compute (about one extra forward), same gradients."""
+        for block in [*self.down_blocks, self.mid_block, *self.up_blocks]:
+            block.gradient_checkpointing = enabled
+        return self
 
     def _check_inputs(self, sample, context):
         cfg = self.config

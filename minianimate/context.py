@@ -1,0 +1,66 @@
+"""Sliding context windows: clips longer than the motion module's positional encoding (or its training length).
+
+The motion module attends over at most `max_frames` frames (24 in v1, 32 in v2/v3) and was trained on
+16. For a longer clip the community tools (ComfyUI AnimateDiff-Evolved, animatediff-cli) denoise
+overlapping windows of `window` frames at every step and average the overlapping noise predictions.
+Windows are laid out uniformly: starts 0, window - overlap, ..., the last one flush with the clip's end.
+Each prediction is weighted by a pyramid (frames in the middle of a window count more than its edges),
+so a frame near one window's border is mostly decided by the neighbouring window, which hides seams.
+Peak memory is that of one window, whatever the clip length.
+"""
+import torch
+
+FUSE = ("pyramid", "flat")
+
+
+def context_windows(frames: int, window: int = 16, overlap: int = 4) -> list[list[int]]:
+    """Frame indices of each window (uniform schedule). One window of all frames if `window >= frames`.
+
+    >>> context_windows(24, 16, 4)
+    [[0, ..., 15], [8, ..., 23]]   # starts 0 and 12 would overshoot: the last window ends at frame 23
+    """
+    if window < 1 or not 0 <= overlap < window:
+        raise ValueError(f"need window >= 1 and 0 <= overlap < window, got window={window}, overlap={overlap}")
+    if window >= frames:
+        return [list(range(frames))]
+    starts = list(range(0, frames - window + 1, window - overlap))
+    if starts[-1] + window < frames:
+        starts.append(frames - window)
+    return [list(range(s, s + window)) for s in starts]
+
+
+def fuse_weights(window: int, fuse: str = "pyramid") -> torch.Tensor:
+    """Weight (window,) of each frame's prediction in a window: pyramid 1, 2, ..., 2, 1 or flat."""
+    if fuse not in FUSE:
+        raise ValueError(f"unknown fuse {fuse!r}; use one of {FUSE}")
+    i = torch.arange(window, dtype=torch.float32)
+    return torch.minimum(i + 1, window - i) if fuse == "pyramid" else torch.ones(window)
+
+
+class ContextWindows:
+    """Wraps a clip model (x (B, C, F, H, W), t, context) -> eps so that it runs window by window.
+
+    context: one prompt per clip (B, L, D) or per frame (B*F, L, D) (prompt travel): then each window
+    gets its frames' prompts. With `window >= F` it calls the model once, unchanged.
+    """
+
+    def __init__(self, model, window: int = 16, overlap: int = 4, fuse: str = "pyramid"):
+        self.model, self.window, self.overlap, self.fuse = model, window, overlap, fuse
+        context_windows(window + 1, window, overlap)  # validate now, not at the first step
+        fuse_weights(window, fuse)
+
+    def __call__(self, x: torch.Tensor, t, context: torch.Tensor, **kwargs) -> torch.Tensor:
+        b, f = x.shape[0], x.shape[2]
+        windows = context_windows(f, self.window, self.overlap)
+        if len(windows) == 1:
+            return self.model(x, t, context, **kwargs)
+        per_frame = context.shape[0] == b * f and f > 1
+        out = torch.zeros_like(x)
+        total = torch.zeros(f, dtype=x.dtype, device=x.device)
+        weights = fuse_weights(self.window, self.fuse).to(x.device, x.dtype)
+        for idx in windows:
+            ctx = context.unflatten(0, (b, f))[:, idx].flatten(0, 1) if per_frame else context
+            eps = self.model(x[:, :, idx], t, ctx, **kwargs)
+            out[:, :, idx] += eps * weights.view(1, 1, -1, 1, 1)
+            total[idx] += weights
+        return out / total.view(1, 1, -1, 1, 1)

@@ -1,0 +1,125 @@
+"""Stages 1-2 on video: held-out data, the clip loss, resume, gradient checkpointing and DDP (2 gloo processes)."""
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from minianimate import shapeworld as sw
+from minianimate.ddim import DDIM
+from minianimate.inflation import MotionUNet
+from minianimate.text_encoder import ToyTextEncoder
+from minianimate.train_video import HELD_OUT, clip_set, combos, video_loss
+from minianimate.trainer import TrainConfig, Trainer
+
+TINY = dict(sample_size=8, block_out_channels=(16, 32), layers_per_block=1, attention_head_dim=2,
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=16, norm_num_groups=8)
+MOTION = dict(heads=2, max_frames=8)
+CAPTIONS = ["a red square moving left", "a blue circle moving up", "a green triangle moving right",
+            "a yellow square moving down"] * 2
+
+
+def tiny_stage(seed=0):
+    """A tiny motion stage: MotionUNet with only motion parameters trainable, fixed latents (8, 4, 4, 8, 8)."""
+    torch.manual_seed(seed)
+    unet = MotionUNet(TINY, MOTION).requires_grad_(False)
+    for p in unet.motion_parameters():
+        p.requires_grad_(True)
+    encoder = ToyTextEncoder(dim=16, layers=1, heads=2).requires_grad_(False)
+    latents = torch.randn(8, 4, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    latents = latents.cumsum(2) / 2  # frames that depend on each other: something for the motion modules
+    loss = lambda step, g: video_loss(unet, encoder, latents, CAPTIONS, DDIM(beta_schedule="linear"), g, 4)  # noqa
+    return unet, loss
+
+
+def test_held_out_combinations_never_appear_in_training_clips():
+    assert set(combos(True)) == set(HELD_OUT) and not set(combos(False)) & set(HELD_OUT)
+    assert len(combos(True)) + len(combos(False)) == len(sw.COLORS) * len(sw.SHAPES) * len(sw.DIRECTIONS)
+    flipped = {(c, s, {"left": "right", "right": "left"}.get(d, d)) for c, s, d in HELD_OUT}
+    assert flipped == set(HELD_OUT), "held-out set must be closed under the left-right flip augmentation"
+    clips, captions = clip_set(40, seed=0, frames=4)
+    assert clips.shape == (40, 4, 64, 64, 3) and clips.dtype.name == "uint8"
+    seen = {tuple(sw.parse_caption(c).values()) for c in captions}
+    assert not seen & set(HELD_OUT) and len(seen) > 10
+
+
+def test_a_few_steps_lower_the_loss_on_a_fixed_batch():
+    unet, _ = tiny_stage()
+    encoder = ToyTextEncoder(dim=16, layers=1, heads=2)
+    latents = torch.randn(2, 4, 4, 8, 8, generator=torch.Generator().manual_seed(1)).cumsum(2) / 2
+    opt = torch.optim.AdamW(unet.motion_parameters(), lr=3e-3)
+    ddim = DDIM(beta_schedule="linear")
+
+    def fixed_loss():  # the same noise and timesteps every time
+        return video_loss(unet, encoder, latents, CAPTIONS[:2], ddim, torch.Generator().manual_seed(5), 2, 0.0)
+
+    before = fixed_loss().item()
+    for _ in range(15):
+        opt.zero_grad()
+        fixed_loss().backward()
+        opt.step()
+    assert fixed_loss().item() < 0.9 * before
+    frozen = [p for n, p in unet.named_parameters() if "motion_modules" not in n]
+    assert all(p.grad is None for p in frozen), "only the motion modules may train"
+
+
+def test_motion_stage_resume_equals_uninterrupted(tmp_path):
+    def run(out, crash=None):
+        unet, loss = tiny_stage()
+        cfg = TrainConfig(steps=5, batch=4, lr=1e-3, warmup=1, checkpoint_every=2, log_every=1)
+        trainer = Trainer({"unet": unet}, cfg, out, params=unet.motion_parameters())
+        trainer.resume()
+
+        def maybe_crash(step, g):
+            if step == crash:
+                raise KeyboardInterrupt
+            return loss(step, g)
+        return trainer, trainer.fit(maybe_crash, progress=False)
+
+    _, expected = run(tmp_path / "full")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "split", crash=3)
+    trainer, losses = run(tmp_path / "split")
+    assert losses == expected
+    assert (tmp_path / "split" / "weights.safetensors").exists()
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    grads = []
+    for checkpointing in (False, True):
+        unet, loss = tiny_stage()
+        unet.enable_gradient_checkpointing(checkpointing)
+        loss(0, torch.Generator().manual_seed(0)).backward()
+        grads.append(torch.cat([p.grad.flatten() for p in unet.motion_parameters()]))
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-7)
+
+
+def _ddp_worker(rank, world, port, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
+    torch.set_num_threads(1)
+    from minianimate.trainer import init_distributed
+
+    assert init_distributed() == (rank, world)
+    unet, loss = tiny_stage(seed=rank)  # different initial weights: the Trainer broadcasts rank 0's
+    cfg = TrainConfig(steps=3, batch=2, lr=1e-3, warmup=1, checkpoint_every=3, log_every=1)
+    trainer = Trainer({"unet": unet}, cfg, out, params=unet.motion_parameters())
+    trainer.fit(loss, progress=False)
+    torch.save({"weights": [p.detach() for p in unet.motion_parameters()], "losses": trainer.losses},
+               f"{out}/rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_ddp_two_gloo_processes_keep_equal_replicas(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    assert r0["losses"] == r1["losses"], "the logged loss is the mean over replicas"
+    for a, b in zip(r0["weights"], r1["weights"]):
+        assert torch.equal(a, b)
+    fresh, _ = tiny_stage(seed=0)
+    assert any(not torch.equal(a, b) for a, b in zip(r0["weights"], fresh.motion_parameters())), "it trained"
+    assert (tmp_path / "weights.safetensors").exists()  # rank 0 wrote the checkpoint
