@@ -35,9 +35,14 @@ checkpoints: venv
 	$(VPY) -m minianimate train base --config configs/base.yaml
 	$(VPY) -m minianimate train outlined --config configs/outlined.yaml
 	$(VPY) -m minianimate train pastel --config configs/pastel.yaml
+	$(VPY) -m minianimate train adapter --config configs/adapter.yaml
+	$(VPY) -m minianimate train motion --config configs/motion.yaml
+	$(VPY) -m minianimate train motion-lora --config configs/motion_lora_zoom_in.yaml
+	$(VPY) -m minianimate train motion-lora --config configs/motion_lora_zoom_out.yaml
 
 bench: venv
 	$(VPY) benchmarks/unet_step.py
+	$(VPY) benchmarks/context_memory.py
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

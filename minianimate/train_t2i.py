@@ -135,14 +135,17 @@ STAGES = {"vae": train_vae_stage, "base": train_base_stage, "outlined": train_ou
           "pastel": train_pastel_stage}
 
 
-def run_stage(stage: str, config, out=t2i.CHECKPOINTS, resume: bool = False, progress: bool = True):
-    """Train one stage: the toy T2I ones here, the video ones of `minianimate.train_video`."""
+def run_stage(stage: str, config, out=t2i.CHECKPOINTS, resume: bool = False, progress: bool = True, run=None):
+    """Train one stage: the toy T2I ones here, the video ones of `minianimate.train_video`.
+
+    config: a yaml path or a TrainConfig. `out` holds the checkpoints the stage starts from and receives what
+    it trains; `run` (default runs/<stage>) its training checkpoints (for --resume)."""
     from minianimate.train_video import STAGES as VIDEO_STAGES
 
     stages = {**STAGES, **VIDEO_STAGES}
     if stage not in stages:
         raise ValueError(f"unknown stage {stage!r}; choose one of {list(stages)}")
-    cfg = load_config(config)
+    cfg = config if isinstance(config, TrainConfig) else load_config(config)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    stages[stage](cfg, out, Path("runs") / stage, resume=resume, progress=progress)
+    stages[stage](cfg, out, Path(run or Path("runs") / stage), resume=resume, progress=progress)

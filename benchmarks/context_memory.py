@@ -1,0 +1,76 @@
+"""Benchmark: peak memory of sampling long clips with sliding context windows (memory flat in frames?).
+
+Each case runs in a fresh process (so peaks do not mix) and reports the growth of the process's peak
+resident memory during sampling over its level after loading the models (`ru_maxrss`; CPU), and, on a GPU,
+`torch.cuda.max_memory_allocated`. Uses the shipped toy checkpoints (or a random toy motion UNet with --random).
+
+    python benchmarks/context_memory.py [--frames 16 32 64] [--context 16] [--steps 3]
+"""
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+
+def one_case(frames: int, context: int | None, steps: int, random: bool) -> dict:
+    import torch
+
+    from minianimate.pipeline import AnimationPipeline
+
+    torch.manual_seed(0)
+    if random:
+        from minianimate import t2i
+        from minianimate.inflation import MotionUNet
+
+        unet = MotionUNet(t2i.TOY_UNET, dict(heads=4, max_frames=32)).eval().requires_grad_(False)
+        pipe = AnimationPipeline(t2i.load_vae(), t2i.load_text_encoder(), unet)
+    else:
+        pipe = AnimationPipeline.from_pretrained()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    pipe.unet.to(device)
+    pipe.text_encoder.to(device)
+    pipe.vae.to(device)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB after loading
+    start = time.perf_counter()
+    pipe.generate("a red circle moving right", frames=frames, steps=steps, context=context, progress=False)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out = {"frames": frames, "context": context, "peak_rss_mib": round(peak, 1),
+           "sampling_growth_mib": round(peak - base, 1), "seconds": round(seconds, 2)}
+    if device == "cuda":
+        out["cuda_peak_mib"] = round(torch.cuda.max_memory_allocated() / 2 ** 20, 1)
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, nargs="+", default=[16, 32, 64])
+    parser.add_argument("--context", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--random", action="store_true", help="random toy motion UNet instead of the shipped one")
+    parser.add_argument("--case", default=None, help=argparse.SUPPRESS)  # internal: run one case, print json
+    args = parser.parse_args()
+    if args.case:
+        frames, context = json.loads(args.case)
+        print(json.dumps(one_case(frames, context, args.steps, args.random)))
+        return
+    rows = []
+    for frames in args.frames:
+        for context in ([None] if frames <= args.context else []) + [args.context]:
+            cmd = [sys.executable, __file__, "--case", json.dumps([frames, context]), "--steps", str(args.steps)]
+            result = subprocess.run(cmd + (["--random"] if args.random else []), capture_output=True, text=True)
+            if result.returncode:
+                sys.exit(result.stderr)
+            rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
+            print(rows[-1], flush=True)
+    windowed = {r["frames"]: r["sampling_growth_mib"] for r in rows if r["context"] == args.context}
+    shortest, longest = min(windowed), max(windowed)
+    ratio = windowed[longest] / max(windowed[shortest], 1e-6)
+    print(f"BENCH sampling memory growth with context {args.context}: {longest} frames / {shortest} frames "
+          f"= {ratio:.2f}x ({windowed[longest]} MiB vs {windowed[shortest]} MiB)")
+
+
+if __name__ == "__main__":
+    main()
