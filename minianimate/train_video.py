@@ -170,6 +170,10 @@ def train_motion_stage(cfg: TrainConfig, out: Path, run: Path, resume: bool = Fa
     vae, text_encoder = t2i.load_vae(out), t2i.load_text_encoder(out)
     motion = {**TOY_MOTION, **cfg.extra.get("motion", {})}
     unet = load_motion_unet(out, motion).requires_grad_(False)
+    if cfg.extra.get("init"):  # continue from a motion module (a file in `out`, or a path)
+        from minianimate.motion_io import load_motion_module
+
+        load_motion_module(unet, out / cfg.extra["init"], verbose=False)
     for p in unet.motion_parameters():
         p.requires_grad_(True)
     if cfg.extra.get("gradient_checkpointing"):

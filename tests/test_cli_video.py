@@ -1,0 +1,109 @@
+"""The video commands on the shipped checkpoints: generate, eval, train (tiny configs), and the shipped files."""
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from minianimate.t2i import CHECKPOINTS
+
+
+def run(*args, cwd=None):
+    result = subprocess.run([sys.executable, "-m", "minianimate", *args], capture_output=True, text=True, cwd=cwd)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+@pytest.mark.parametrize("suffix", [".gif", ".png", ".mp4"])
+def test_generate_writes_the_animation(tmp_path, suffix):
+    out = tmp_path / f"clip{suffix}"
+    stdout = run("generate", "--prompt", "a red circle moving left", "--model", "pastel", "--frames", "4",
+                 "--steps", "2", "--out", str(out))
+    assert out.stat().st_size > 0 and "4 frames" in stdout
+
+
+def test_generate_long_clip_with_context_and_motion_lora(tmp_path):
+    out = tmp_path / "long.gif"
+    run("generate", "--prompt", "a blue square", "--frames", "40", "--context", "16", "--steps", "1",
+        "--motion-lora", "zoom-in:0.8", "--out", str(out))
+    from PIL import Image
+
+    assert Image.open(out).n_frames == 40
+
+
+def test_generate_bad_output_suffix_is_a_clear_error(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "minianimate", "generate", "--prompt", "a red circle", "--out",
+                             str(tmp_path / "x.avi")], capture_output=True, text=True)
+    assert result.returncode != 0 and ".mp4, .gif or .png" in result.stderr
+
+
+def test_eval_prints_the_table(tmp_path):
+    stdout = run("eval", "--per-row", "1", "--steps", "2", "--json", str(tmp_path / "t.json"))
+    rows = json.loads((tmp_path / "t.json").read_text())
+    assert [r["row"] for r in rows][:2] == ["base, trained prompts", "base, held-out prompts"]
+    assert "direction" in stdout and "watermark" in stdout
+
+
+@pytest.mark.parametrize("stage", ["adapter", "motion", "motion-lora"])
+def test_train_video_stages_run_and_export(tmp_path, stage):
+    out = tmp_path / "ckpt"
+    shutil.copytree(CHECKPOINTS, out)
+    extra = {"adapter": "{clips: 4, frames: 2}", "motion": "{clips: 4, frames: 4, check: false}",
+             "motion-lora": "{references: 4, frames: 4, rank: 2}"}[stage]
+    config = tmp_path / "cfg.yaml"
+    config.write_text(f"steps: 2\nbatch: 2\ncheckpoint_every: 2\nextra: {extra}\n")
+    run("train", stage, "--config", str(config), "--out", str(out), cwd=tmp_path)
+    exported = {"adapter": out / "domain_adapter.safetensors", "motion": out / "motion_module.safetensors",
+                "motion-lora": out / "motion_loras" / "zoom-in.safetensors"}[stage]
+    assert exported.stat().st_mtime > (CHECKPOINTS / "motion_module.safetensors").stat().st_mtime
+    assert (tmp_path / "runs" / stage / "weights.safetensors").exists()
+    log = json.loads((out / "training_log.json").read_text())
+    assert any(key.startswith(stage) for key in log)
+
+
+def test_shipped_motion_module_is_official_and_loads_as_a_diffusers_motion_adapter(tmp_path):
+    from diffusers import MotionAdapter
+    from safetensors.torch import load_file
+
+    from minianimate.motion_io import detect_format, save_motion_module
+    from minianimate.train_video import load_motion_unet
+
+    state = load_file(CHECKPOINTS / "motion_module.safetensors")
+    assert detect_format(state) == "official"
+    model = load_motion_unet()
+    save_motion_module(model, tmp_path / "adapter", "diffusers")
+    adapter = MotionAdapter.from_pretrained(tmp_path / "adapter")
+    ours = model.motion_state_dict()
+    theirs = adapter.state_dict()  # MotionAdapter keys are UNetMotionModel's motion-module keys
+    assert len(theirs) == len(ours)
+    for key, value in ours.items():
+        assert torch.equal(theirs[key], value), key
+
+
+def test_shipped_motion_loras_are_small_and_official():
+    from safetensors.torch import load_file
+
+    size = (CHECKPOINTS / "motion_module.safetensors").stat().st_size
+    for name in ("zoom-in", "zoom-out"):
+        path = CHECKPOINTS / "motion_loras" / f"{name}.safetensors"
+        assert path.stat().st_size <= size / 10
+        assert all(".processor.to_" in k for k in load_file(path))
+
+
+def test_plug_and_play_swaps_only_spatial_weights():
+    from minianimate.pipeline import AnimationPipeline
+
+    pipe = AnimationPipeline.from_pretrained()
+    motion = {k: v.clone() for k, v in pipe.unet.motion_state_dict().items()}
+    base = {k: v.clone() for k, v in pipe.unet.spatial_state_dict().items()}
+    for model in ("outlined", "pastel"):
+        pipe.load_personalized(model)
+        assert all(torch.equal(v, motion[k]) for k, v in pipe.unet.motion_state_dict().items())
+        assert any(not torch.equal(v, base[k]) for k, v in pipe.unet.spatial_state_dict().items())
+    pipe.load_personalized("base")
+    assert all(torch.equal(v, base[k]) for k, v in pipe.unet.spatial_state_dict().items())
+    video = pipe.generate("a red circle moving left", frames=4, steps=2, progress=False)
+    assert video.shape == (4, 64, 64, 3) and video.dtype == np.uint8
