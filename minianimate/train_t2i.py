@@ -74,7 +74,7 @@ def train_base_stage(cfg: TrainConfig, out: Path, run: Path, resume: bool = Fals
     (out / "text_encoder").mkdir(parents=True, exist_ok=True)
     save_safetensors(encoder.state_dict(), out / "text_encoder" / "model.safetensors")
     (out / "text_encoder" / "config.json").write_text(json.dumps(encoder.config, indent=2))
-    _report("base", out, started, final_loss=sum(trainer.losses[-100:]) / 100, steps=trainer.step)
+    _report("base", out, started, final_loss=sum(trainer.losses[-100:]) / len(trainer.losses[-100:]), steps=trainer.step)
 
 
 def _personal_data(out: Path, cfg: TrainConfig, style: str):
@@ -100,7 +100,7 @@ def train_outlined_stage(cfg: TrainConfig, out: Path, run: Path, resume: bool = 
                                                    cfg.extra.get("text_dropout", 0.1)),
                 desc="outlined", progress=progress)
     (trainer.ema or trainer.modules)["unet"].save_pretrained(out / "unet_outlined", dtype=SHIP_DTYPE)
-    _report("outlined", out, started, final_loss=sum(trainer.losses[-50:]) / 50, steps=trainer.step)
+    _report("outlined", out, started, final_loss=sum(trainer.losses[-50:]) / len(trainer.losses[-50:]), steps=trainer.step)
 
 
 def train_pastel_stage(cfg: TrainConfig, out: Path, run: Path, resume: bool = False, progress: bool = True):
@@ -127,7 +127,7 @@ def train_pastel_stage(cfg: TrainConfig, out: Path, run: Path, resume: bool = Fa
                                                    cfg.extra.get("text_dropout", 0.1), cfg.extra.get("offset_noise", 0.0)),
                 desc="pastel", progress=progress)
     lora.save(out / "lora_pastel.safetensors")
-    _report("pastel", out, started, final_loss=sum(trainer.losses[-50:]) / 50, steps=trainer.step,
+    _report("pastel", out, started, final_loss=sum(trainer.losses[-50:]) / len(trainer.losses[-50:]), steps=trainer.step,
             lora_parameters=lora.num_parameters())
 
 

@@ -138,7 +138,7 @@ def train_adapter_stage(cfg: TrainConfig, out: Path, run: Path, resume: bool = F
                 desc="adapter", progress=progress)
     if trainer.rank == 0:
         lora.save(out / ADAPTER_FILE, format="official" if target == "spatial_attention" else "minianimate")
-        _report("adapter", out, started, final_loss=sum(trainer.losses[-50:]) / 50, steps=trainer.step,
+        _report("adapter", out, started, final_loss=sum(trainer.losses[-50:]) / len(trainer.losses[-50:]), steps=trainer.step,
                 lora_parameters=lora.num_parameters(), clips=len(clips))
 
 
@@ -212,7 +212,7 @@ def train_motion_stage(cfg: TrainConfig, out: Path, run: Path, resume: bool = Fa
         save_motion_module(unet, out / MOTION_FILE, "official")
         (out / "motion_module.json").write_text(json.dumps(
             {"motion": motion, "frames": latents.shape[2], "held_out": HELD_OUT, "checks": history}, indent=2))
-        _report("motion", out, started, final_loss=sum(trainer.losses[-50:]) / 50, steps=trainer.step,
+        _report("motion", out, started, final_loss=sum(trainer.losses[-50:]) / len(trainer.losses[-50:]), steps=trainer.step,
                 clips=len(latents), motion_parameters=sum(p.numel() for p in unet.motion_parameters()))
 
 
@@ -266,7 +266,7 @@ def train_motion_lora_stage(cfg: TrainConfig, out: Path, run: Path, resume: bool
                 desc=f"motion-lora {camera}", progress=progress)
     if rank_ == 0:
         path = lora.save(out / MOTION_LORAS / f"{camera}.safetensors", format="official")
-        _report(f"motion-lora {camera}", out, started, final_loss=sum(trainer.losses[-50:]) / 50, steps=trainer.step,
+        _report(f"motion-lora {camera}", out, started, final_loss=sum(trainer.losses[-50:]) / len(trainer.losses[-50:]), steps=trainer.step,
                 references=len(latents), rank=lora.rank, lora_parameters=lora.num_parameters(),
                 file_bytes=path.stat().st_size, motion_module_bytes=(out / MOTION_FILE).stat().st_size)
 

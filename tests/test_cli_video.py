@@ -51,8 +51,8 @@ def test_eval_prints_the_table(tmp_path):
 def test_train_video_stages_run_and_export(tmp_path, stage):
     out = tmp_path / "ckpt"
     shutil.copytree(CHECKPOINTS, out)
-    extra = {"adapter": "{clips: 4, frames: 2}", "motion": "{clips: 4, frames: 4, check: false}",
-             "motion-lora": "{references: 4, frames: 4, rank: 2}"}[stage]
+    extra = {"adapter": "{clips: 4, frames: 2}", "motion": "{clips: 4, frames: 8, check: false}",
+             "motion-lora": "{references: 4, frames: 8, rank: 2}"}[stage]
     config = tmp_path / "cfg.yaml"
     config.write_text(f"steps: 2\nbatch: 2\ncheckpoint_every: 2\nextra: {extra}\n")
     run("train", stage, "--config", str(config), "--out", str(out), cwd=tmp_path)
