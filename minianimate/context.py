@@ -9,6 +9,7 @@ so a frame near one window's border is mostly decided by the neighbouring window
 Peak memory is that of one window, whatever the clip length.
 """
 import torch
+from einops import rearrange
 
 FUSE = ("pyramid", "flat")
 
@@ -59,8 +60,10 @@ class ContextWindows:
         total = torch.zeros(f, dtype=x.dtype, device=x.device)
         weights = fuse_weights(self.window, self.fuse).to(x.device, x.dtype)
         for idx in windows:
-            ctx = context.unflatten(0, (b, f))[:, idx].flatten(0, 1) if per_frame else context
+            ctx = context
+            if per_frame:  # the window's frames' prompts
+                ctx = rearrange(rearrange(context, "(b f) l d -> b f l d", b=b)[:, idx], "b f l d -> (b f) l d")
             eps = self.model(x[:, :, idx], t, ctx, **kwargs)
-            out[:, :, idx] += eps * weights.view(1, 1, -1, 1, 1)
+            out[:, :, idx] += eps * rearrange(weights, "f -> 1 1 f 1 1")
             total[idx] += weights
-        return out / total.view(1, 1, -1, 1, 1)
+        return out / rearrange(total, "f -> 1 1 f 1 1")

@@ -12,6 +12,7 @@ becomes `moving right`), or half the flipped clips would show the opposite of wh
     ImageDataset  -> pixel_values (C, H, W), text      the T2I (image) domain
 """
 import csv
+import re
 import warnings
 from pathlib import Path
 
@@ -22,8 +23,15 @@ from einops import rearrange
 from PIL import Image
 from torch.utils.data import Dataset
 
-from minianimate.shapeworld import flip_caption
 from minianimate.video_io import UnreadableVideo, open_video, read_video
+
+_MIRRORED = {"left": "right", "right": "left"}
+
+
+def flip_caption(text: str) -> str:
+    """The caption of the horizontally mirrored frames: the words `left` and `right` swap
+    (`a red circle moving left` -> `... moving right`); any other caption is unchanged."""
+    return re.sub(r"\b(left|right)\b", lambda m: _MIRRORED[m.group(1)], text)
 
 
 def _read_csv(path: Path, columns: tuple) -> list[dict]:

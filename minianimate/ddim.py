@@ -36,11 +36,6 @@ class DDIM:
         self.final_alpha_cumprod = self.alphas_cumprod[0]  # abar used for t < 0 (set_alpha_to_one=False)
         self.set_timesteps(50)
 
-    @property
-    def config(self) -> dict:
-        return {"num_train_timesteps": self.num_train_timesteps, "beta_start": self.beta_start,
-                "beta_end": self.beta_end, "beta_schedule": self.beta_schedule, "steps_offset": self.steps_offset}
-
     def set_timesteps(self, num_inference_steps: int) -> torch.Tensor:
         """Pick `num_inference_steps` evenly spaced ("leading") timesteps, high to low: (n,) int64."""
         if not 0 < num_inference_steps <= self.num_train_timesteps:

@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from minianimate.inflation import is_motion_key
-from minianimate.lora_formats import LowRankWeights, detect_format, from_layers, read_lora, save_lora_file, to_layers
+from minianimate.checkpoint import read_state_dict
+from minianimate.lora_formats import LowRankWeights, detect_lora_format, from_layers, save_lora_file, to_layers
 
 # Target sets: regexes that must match a whole module name (re.fullmatch).
 _QKVO = r"attn[12]\.(to_q|to_k|to_v|to_out\.0)"
@@ -28,6 +29,7 @@ SPATIAL_ATTENTION = [rf"(down|mid|up)_blocks?.*attentions\.\d+\.transformer_bloc
 MOTION_ATTENTION = [rf".*motion_modules\.\d+\.transformer_blocks\.\d+\.{_QKVO}"]  # MotionLoRA
 SPATIAL_ALL = [rf"(down|mid|up)_blocks?.*attentions\.\d+\.(proj_in|proj_out|transformer_blocks\.\d+\."
                rf"({_QKVO}|ff\.net\.(0\.proj|2)))"]  # what kohya image LoRAs train
+RESNET_CONVS = [r"(down|mid|up)_blocks?.*resnets\.\d+\.(conv1|conv2)", r"conv_in|conv_out"]  # kohya "LoCon"
 
 
 class LowRank(nn.Module):
@@ -116,8 +118,8 @@ class LoRA(nn.Module):
         The format ('minianimate', 'official', 'kohya') is detected from the keys and kept in `lora.format`;
         rank and alpha are read per module. Keys that do not fit the model raise a ValueError naming them.
         """
-        state, metadata = read_lora(source)
-        found = detect_format(state)
+        state, metadata = read_state_dict(source, metadata=True)
+        found = detect_lora_format(state)
         if format not in ("auto", found):
             raise ValueError(f"format={format!r} but the file looks like the {found} format; "
                              f"pass format='{found}' or 'auto'")

@@ -23,7 +23,7 @@ from torch import nn
 
 from minianimate.checkpoint import save_safetensors, save_torch
 from minianimate.inflation import is_motion_key
-from minianimate.motion_io import diffusers_to_official, official_to_diffusers, read_state_dict
+from minianimate.motion_io import diffusers_to_official, official_to_diffusers
 
 FORMATS = ("minianimate", "official", "kohya")
 _OURS = re.compile(r"(.+)\.(lora_down\.weight|lora_up\.weight|alpha)")
@@ -40,20 +40,8 @@ class LowRankWeights(NamedTuple):
     alpha: float
 
 
-def read_lora(source) -> tuple[dict, dict]:
-    """Tensors and safetensors metadata of a LoRA file (.safetensors, or a pickle with an optional top-level
-    `state_dict`, read with weights_only=True) or of a state dict."""
-    state = read_state_dict(source)
-    if isinstance(source, dict) or Path(source).suffix != ".safetensors":
-        return state, {}
-    from safetensors import safe_open
-
-    with safe_open(str(source), framework="pt") as f:
-        return state, f.metadata() or {}
-
-
-def detect_format(state: dict) -> str:
-    """'minianimate', 'official' or 'kohya', from the key names; an error saying what the file looks like otherwise."""
+def detect_lora_format(state: dict) -> str:
+    """LoRA file layout: 'minianimate', 'official' or 'kohya', from the key names; an error saying what the file looks like otherwise."""
     keys = list(state)
     if any(k.startswith(("lora_unet_", "lora_te")) for k in keys):
         return "kohya"
@@ -64,7 +52,7 @@ def detect_format(state: dict) -> str:
     if any(".lora_A." in k for k in keys):
         raise ValueError("this is a diffusers/PEFT LoRA (`lora_A`/`lora_B` keys), which minianimate does not read; "
                          "expected the minianimate, official AnimateDiff or kohya format")
-    hint = "; it looks like a motion module: use motion_io.load_motion_module" if any(map(is_motion_key, keys)) else ""
+    hint = "; it looks like a motion module: use load_motion_module" if any(map(is_motion_key, keys)) else ""
     raise ValueError(f"no LoRA keys found (first keys: {keys[:3]}){hint}")
 
 

@@ -10,16 +10,13 @@ import json
 import re
 from pathlib import Path
 
-import torch
-
-from minianimate.checkpoint import save_safetensors, save_torch
+from minianimate.checkpoint import DIFFUSERS_WEIGHTS, read_state_dict, save_safetensors, save_torch
 from minianimate.inflation import MotionUNet, is_motion_key
 
 # (official, diffusers) name pieces; applied left to right, reversed for the way back.
 _RENAMES = [(".temporal_transformer.", "."), (".attention_blocks.0.", ".attn1."), (".attention_blocks.1.", ".attn2."),
             (".norms.0.", ".norm1."), (".norms.1.", ".norm2."), (".ff_norm.", ".norm3.")]
 _POSITIONAL = re.compile(r"\.(pos_encoder|pos_embed)\.pe$")
-ADAPTER_WEIGHTS = "diffusion_pytorch_model.safetensors"
 
 
 def official_to_diffusers(key: str) -> str:
@@ -36,33 +33,12 @@ def diffusers_to_official(key: str) -> str:
     return key
 
 
-def read_state_dict(source) -> dict:
-    """Tensors of a .safetensors / .ckpt / .pt / .bin file or a diffusers folder (pickles: weights_only)."""
-    if isinstance(source, dict):
-        state = source
-    else:
-        path = Path(source)
-        if path.is_dir():
-            path = path / ADAPTER_WEIGHTS
-        if not path.exists():
-            raise FileNotFoundError(f"no checkpoint at {path}")
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(path)
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    if "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    return {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
-
-
-def detect_format(state: dict) -> str:
-    """'official', 'diffusers' or an error that says what the file looks like instead."""
+def detect_motion_format(state: dict) -> str:
+    """Motion-module file layout: 'official', 'diffusers' or an error that says what the file looks like instead."""
     keys = list(state)
     if any("_lora." in k or "lora_" in k for k in keys):
         raise ValueError("this file holds LoRA weights (a MotionLoRA or image LoRA), not a motion module; "
-                         "load it with minianimate.lora")
+                         "load it with LoRA.load (minianimate.lora)")
     if any(".temporal_transformer." in k for k in keys):
         return "official"
     if any(is_motion_key(k) for k in keys):
@@ -76,7 +52,7 @@ def load_motion_module(model: MotionUNet, source, format: str = "auto", verbose:
     Missing, unexpected or mis-shaped keys raise a ValueError listing them with the likely cause.
     """
     state = read_state_dict(source)
-    found = detect_format(state)
+    found = detect_motion_format(state)
     if format not in ("auto", found):
         raise ValueError(f"format={format!r} but the checkpoint looks like the {found} format; "
                          f"pass format='{found}' or 'auto'")
@@ -127,7 +103,7 @@ def save_motion_module(model: MotionUNet, path, format: str = "official") -> Pat
         return save_torch({"state_dict": state}, path)
     if format == "diffusers":
         path.mkdir(parents=True, exist_ok=True)
-        save_safetensors(state, path / ADAPTER_WEIGHTS)
+        save_safetensors(state, path / DIFFUSERS_WEIGHTS)
         (path / "config.json").write_text(json.dumps(model.adapter_config(), indent=2))
         return path
     raise ValueError(f"format must be 'official' or 'diffusers', got {format!r}")

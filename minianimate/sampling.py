@@ -1,8 +1,19 @@
-"""The denoising loop: DDIM with classifier-free guidance, the same for images (UNet) and clips (MotionUNet)."""
+"""The denoising loop: DDIM with classifier-free guidance, the same for images (UNet) and clips (MotionUNet);
+and the noise it starts from."""
 import torch
 from tqdm.auto import tqdm
 
 from minianimate.ddim import DDIM, classifier_free_guidance
+
+
+def frame_noise(shape: tuple, generator: torch.Generator, share: float = 0.0) -> torch.Tensor:
+    """Gaussian noise of `shape`; for clips (B, C, F, h, w) the frames may share a fraction `share` of its
+    variance (the mixed noise prior of PYoCo, Ge et al. 2023). share 0: i.i.d. noise. Every element is N(0, 1)."""
+    noise = torch.randn(shape, generator=generator)
+    if share:
+        common = torch.randn((*shape[:2], 1, *shape[3:]), generator=generator)  # (B, C, 1, h, w)
+        noise = (1 - share) ** 0.5 * noise + share ** 0.5 * common
+    return noise
 
 
 @torch.no_grad()

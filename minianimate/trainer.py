@@ -14,11 +14,12 @@ import os
 import copy
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
+import yaml
 from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
@@ -40,7 +41,18 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 500
     log_every: int = 50
-    extra: dict = field(default_factory=dict)  # stage-specific settings, saved with the checkpoint
+
+
+def load_config(path, cls=TrainConfig):
+    """A config dataclass (`TrainConfig` or a stage's subclass of it) from a yaml file; a key the class does
+    not have is an error that names it and the allowed keys."""
+    raw = yaml.safe_load(Path(path).read_text()) or {}
+    allowed = [f.name for f in fields(cls)]
+    unknown = sorted(set(raw) - set(allowed))
+    if unknown:
+        raise ValueError(f"{path}: unknown key{'s' * (len(unknown) > 1)} {', '.join(unknown)} for {cls.__name__}; "
+                         f"allowed: {', '.join(allowed)}")
+    return cls(**raw)
 
 
 class NonFiniteLoss(RuntimeError):

@@ -3,7 +3,7 @@
 Built from a diffusers `UNet2DConditionModel` config dict; its `state_dict()` keys are diffusers' keys,
 so SD1.5 weights load unchanged. The blocks never assume what the batch axis holds: for video, frames
 are folded into it (`(b f) c h w`) and each block calls its `motion_modules` (absent in 2D, inserted by
-`minianimate.motion`) after every resnet(+attention) pair. That is the whole of *inflation*.
+`minianimate.inflation`) after every resnet(+attention) pair. That is the whole of *inflation*.
 """
 import json
 import math
@@ -207,13 +207,17 @@ class MidBlock(Block):
                       for _ in range(layers)]
         super().__init__(resnets, attentions)
 
+    def _layer(self, i: int, h, temb, context, num_frames: int):
+        """Attention i [+ motion module i], then resnet i + 1 (so `layer` checkpoints the mid block too)."""
+        h = self.attentions[i](h, context)
+        if self.motion_modules is not None:
+            h = self.motion_modules[i](h, num_frames)
+        return self.resnets[i + 1](h, temb)
+
     def forward(self, h, temb, context, num_frames=1):
         h = self.resnets[0](h, temb)
-        for i, attention in enumerate(self.attentions):
-            h = attention(h, context)
-            if self.motion_modules is not None:
-                h = self.motion_modules[i](h, num_frames)
-            h = self.resnets[i + 1](h, temb)
+        for i in range(len(self.attentions)):
+            h = self.layer(i, h, temb, context, num_frames)
         return h
 
 
@@ -285,7 +289,7 @@ class UNet(nn.Module):
 
         sample (N, C, H, W); timestep int, () or (N,); context (N, L, D); ControlNet residuals, as diffusers
         names them, are added to the skip connections and to the mid block output. `num_frames` > 1 only
-        when frames are folded into N (N = B * frames, see `minianimate.motion`).
+        when frames are folded into N (N = B * frames, see `minianimate.inflation`).
         """
         self._check_inputs(sample, context)
         n, _, height, width = sample.shape
@@ -324,16 +328,12 @@ class UNet(nn.Module):
         cfg = self.config
         if sample.ndim != 4 or sample.shape[1] != cfg["in_channels"]:
             raise ValueError(f"sample must be (B, {cfg['in_channels']}, H, W), got {tuple(sample.shape)}"
-                             + (" (a video? use minianimate.motion.MotionUNet)" if sample.ndim == 5 else ""))
+                             + (" (a video? use minianimate.MotionUNet)" if sample.ndim == 5 else ""))
         if context.ndim != 3 or context.shape[-1] != cfg["cross_attention_dim"] or context.shape[0] != sample.shape[0]:
             raise ValueError(f"context must be (B={sample.shape[0]}, L, {cfg['cross_attention_dim']}), "
                              f"got {tuple(context.shape)}")
 
     # ----------------------------------------------------------------------------------------------
-    @classmethod
-    def from_config(cls, config: dict) -> "UNet":
-        return cls(config)
-
     @classmethod
     def from_diffusers(cls, unet) -> "UNet":
         """Same config and weights as a diffusers `UNet2DConditionModel` (strict key match)."""

@@ -7,8 +7,10 @@ import pytest
 import torch
 from einops import rearrange
 
-from minianimate import data, metrics, shapeworld
+from minianimate import data
+from minianimate.toy import metrics, shapeworld
 from minianimate.data import FrameDataset, ImageDataset, VideoDataset
+from minianimate.toy.datasets import write_dataset
 from minianimate.video_io import write_mp4
 
 
@@ -16,7 +18,7 @@ from minianimate.video_io import write_mp4
 def root(tmp_path_factory):
     """6 clips of 16 frames and 4 images, written once for the whole module."""
     path = tmp_path_factory.mktemp("shapeworld")
-    shapeworld.write_dataset(path, videos=6, images=4, seed=0)
+    write_dataset(path, videos=6, images=4, seed=0)
     return path
 
 

@@ -3,9 +3,10 @@ import pytest
 import torch
 from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
 
+from minianimate.checkpoint import read_state_dict
 from minianimate.inflation import MotionConfig, MotionUNet
 from minianimate.motion_io import (diffusers_to_official, load_motion_module, official_to_diffusers,
-                                   read_state_dict, save_motion_module)
+                                   save_motion_module)
 from minianimate.unet import SD15, UNet
 
 CFG = dict(sample_size=16, block_out_channels=(32, 64), layers_per_block=1, attention_head_dim=4,

@@ -3,10 +3,11 @@ import numpy as np
 import pytest
 import torch
 
-from minianimate import t2i
 from minianimate.context import ContextWindows, context_windows, fuse_weights
 from minianimate.inflation import MotionUNet
-from minianimate.pipeline import AnimationPipeline, parse_motion_lora
+from minianimate.pipeline import AnimationPipeline, ImagePipeline, parse_motion_lora
+from minianimate.toy.models import load_text_encoder, load_vae
+from minianimate.unet import UNet
 
 TINY = dict(sample_size=16, block_out_channels=(16, 32), layers_per_block=1, attention_head_dim=2,
             down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
@@ -22,7 +23,7 @@ def pipe():
         for name, p in unet.named_parameters():
             if "proj_out" in name:
                 p.normal_(0, 0.02)  # let the motion modules do something
-    return AnimationPipeline(t2i.load_vae(), t2i.load_text_encoder(), unet)
+    return AnimationPipeline(load_vae(), load_text_encoder(), unet)
 
 
 def test_output_shape_dtype_and_determinism(pipe):
@@ -36,7 +37,7 @@ def test_output_shape_dtype_and_determinism(pipe):
 
 
 def test_bad_sizes_and_lengths_give_clear_errors(pipe):
-    with pytest.raises(ValueError, match="multiples of 16"):
+    with pytest.raises(ValueError, match="multiples of the VAE's factor 4"):
         pipe.generate("a red circle", frames=4, steps=1, height=70, progress=False)
     with pytest.raises(ValueError, match="positional encoding.*context"):
         pipe.generate("a red circle", frames=12, steps=1, progress=False)
@@ -54,6 +55,36 @@ def test_bad_sizes_and_lengths_give_clear_errors(pipe):
 def test_long_clips_run_with_context_windows(pipe):
     video = pipe.generate("a red circle moving left", frames=12, steps=2, context=8, overlap=2, progress=False)
     assert video.shape == (12, 64, 64, 3)
+
+
+def test_fuse_is_an_argument_of_generate(pipe):
+    kwargs = dict(frames=12, steps=2, seed=1, context=8, overlap=2, progress=False)
+    pyramid = pipe.generate("a red circle moving left", **kwargs)
+    flat = pipe.generate("a red circle moving left", fuse="flat", **kwargs)
+    shape = pipe.latent_shape(1, None, None, 12)
+    by_hand = pipe.decode(pipe.denoise(ContextWindows(pipe.unet, 8, 2, "flat"), shape, ["a red circle moving left"],
+                                       steps=2, seed=1))[0]
+    assert np.array_equal(flat, by_hand) and not np.array_equal(flat, pyramid)
+
+
+def test_the_pipeline_reads_channels_and_factor_from_its_models():
+    """No toy constants: an SD-shaped VAE (factor 8, 3 latent channels here) and UNet work unchanged."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(block_out_channels=(8, 8, 8, 8), down_block_types=("DownEncoderBlock2D",) * 4,
+                        up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=3, norm_num_groups=8,
+                        layers_per_block=1).eval()
+    config = {**TINY, "in_channels": 3, "out_channels": 3, "sample_size": 4}
+    encoder = load_text_encoder()
+    images = ImagePipeline(vae, encoder, UNet(config).eval()).generate(["a red circle"], steps=1)
+    assert images.shape == (1, 32, 32, 3)
+    unet = MotionUNet(config, dict(heads=2, max_frames=8)).eval()
+    video = AnimationPipeline(vae, encoder, unet).generate("a red circle", frames=3, steps=1, height=48, width=64,
+                                                           progress=False)
+    assert video.shape == (3, 48, 64, 3)
+    with pytest.raises(ValueError, match="multiples of the VAE's factor 8"):
+        AnimationPipeline(vae, encoder, unet).generate("a red circle", frames=3, steps=1, height=36, progress=False)
 
 
 def test_window_schedule_covers_every_frame():

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from minianimate.ddim import DDIM
-from minianimate.t2i import diffusion_loss
-from minianimate.text_encoder import ToyTextEncoder
+from minianimate.stages import diffusion_loss
+from minianimate.toy.text_encoder import ToyTextEncoder
 from minianimate.trainer import NonFiniteLoss, TrainConfig, Trainer
 from minianimate.unet import UNet
 

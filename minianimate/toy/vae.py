@@ -10,10 +10,8 @@ Latents are scaled by `scaling_factor` = 1 / std(latents), as Stable Diffusion d
 import numpy as np
 import torch
 import torch.nn.functional as F
-from einops import rearrange
-from tqdm.auto import tqdm
 
-from minianimate import shapeworld as sw
+from minianimate.toy import shapeworld as sw
 
 VAE_CONFIG = dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(32, 64, 64),
                   down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
@@ -25,30 +23,6 @@ def make_vae(**overrides):
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(**{**VAE_CONFIG, **overrides})
-
-
-def to_tensor(images: np.ndarray) -> torch.Tensor:
-    """uint8 (..., H, W, 3) -> float (..., 3, H, W) in [-1, 1]."""
-    return rearrange(torch.from_numpy(np.ascontiguousarray(images)).float() / 127.5 - 1, "... h w c -> ... c h w")
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """float (..., 3, H, W) in [-1, 1] -> uint8 (..., H, W, 3)."""
-    x = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return rearrange(x, "... c h w -> ... h w c").numpy()
-
-
-@torch.no_grad()
-def encode(vae, images: torch.Tensor) -> torch.Tensor:
-    """Pixels (B, 3, H, W) in [-1, 1] -> scaled latents (B, 4, H/4, W/4) (the posterior mean)."""
-    return vae.encode(images).latent_dist.mean * vae.config.scaling_factor
-
-
-@torch.no_grad()
-def decode(vae, latents: torch.Tensor, batch: int = 64) -> torch.Tensor:
-    """Scaled latents (B, 4, h, w) -> pixels (B, 3, 4h, 4w) in [-1, 1], decoded in chunks (frame by frame
-    for video: fold frames into B first)."""
-    return torch.cat([vae.decode(z / vae.config.scaling_factor).sample for z in latents.split(batch)])
 
 
 def render_mix(n: int, seed: int) -> np.ndarray:
@@ -75,39 +49,28 @@ def render_mix(n: int, seed: int) -> np.ndarray:
     return np.stack(frames)
 
 
-def train_vae(steps: int = 3000, batch: int = 32, lr: float = 1e-3, pool: int = 8000, kl_weight: float = 1e-6,
-              crop: int = 32, seed: int = 0, vae=None, progress: bool = True):
-    """Train the toy VAE on `render_mix` frames (MSE + L1 reconstruction, tiny KL); set `scaling_factor`.
+def vae_loss(vae, data: torch.Tensor, generator: torch.Generator, batch: int, crop: int = 32,
+             kl_weight: float = 1e-6) -> torch.Tensor:
+    """Reconstruction loss (MSE + 0.1 L1, tiny KL) on a random batch of frames `data` (N, 3, 64, 64).
 
     The VAE is convolutional, so it trains on random `crop` x `crop` patches (4x cheaper at 32) and then
-    runs on whole 64x64 frames. Returns (vae, losses). Deterministic for a seed on CPU.
-    """
-    torch.manual_seed(seed)
-    vae = vae or make_vae()
-    data = to_tensor(render_mix(pool, seed))  # (pool, 3, 64, 64)
-    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
-    g = torch.Generator().manual_seed(seed)
-    losses = []
-    for _ in tqdm(range(steps), desc="vae", disable=not progress):
-        x = data[torch.randint(0, pool, (batch,), generator=g)]
-        if crop < x.shape[-1]:
-            top, left = (int(v) for v in torch.randint(0, x.shape[-1] - crop + 1, (2,), generator=g) // 4 * 4)
-            x = x[..., top:top + crop, left:left + crop]  # 4-aligned, so latents line up with the full frame
-        posterior = vae.encode(x).latent_dist
-        recon = vae.decode(posterior.sample(generator=g)).sample
-        loss = F.mse_loss(recon, x) + 0.1 * F.l1_loss(recon, x) + kl_weight * posterior.kl().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
+    runs on whole 64x64 frames."""
+    x = data[torch.randint(0, len(data), (batch,), generator=generator)]
+    if crop < x.shape[-1]:
+        top, left = (int(v) for v in torch.randint(0, x.shape[-1] - crop + 1, (2,), generator=generator) // 4 * 4)
+        x = x[..., top:top + crop, left:left + crop]  # 4-aligned, so latents line up with the full frame
+    posterior = vae.encode(x).latent_dist
+    recon = vae.decode(posterior.sample(generator=generator)).sample
+    return F.mse_loss(recon, x) + 0.1 * F.l1_loss(recon, x) + kl_weight * posterior.kl().mean()
+
+
+@torch.no_grad()
+def set_scaling_factor(vae, data: torch.Tensor) -> float:
+    """Set `scaling_factor` = 1 / std of the latents of (up to 2,048 of) `data`, as Stable Diffusion does."""
     vae.eval()
-    with torch.no_grad():
-        latents = torch.cat([vae.encode(x).latent_dist.mean for x in data[:2048].split(256)])
+    latents = torch.cat([vae.encode(x).latent_dist.mean for x in data[:2048].split(256)])
     vae.register_to_config(scaling_factor=float(1.0 / latents.std()))
-    return vae, losses
+    return vae.config.scaling_factor
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

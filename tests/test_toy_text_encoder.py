@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from minianimate.text_encoder import VOCAB, ToyTextEncoder, WordTokenizer
+from minianimate.toy.text_encoder import VOCAB, ToyTextEncoder, WordTokenizer
 
 
 def test_tokenizer_pads_to_fixed_length_and_starts_with_bos():

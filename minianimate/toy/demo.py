@@ -10,7 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from einops import rearrange
 
+from minianimate.toy.evaluation import eval_table, format_table
+from minianimate.toy.models import load_pipeline, load_personalized
 from minianimate.video_io import contact_sheet, write_png, write_video
 
 PROMPTS = ("a red circle moving right", "a green square moving up", "a blue triangle moving left",
@@ -22,23 +25,26 @@ def tile(clips: np.ndarray, columns: int = 4) -> np.ndarray:
     return np.stack([contact_sheet(np.ascontiguousarray(clips[:, f]), columns) for f in range(clips.shape[1])])
 
 
-def run_demo(out: str = "outputs", steps: int = 25, per_row: int = 4) -> None:
-    from minianimate.evaluate import eval_table, format_table
-    from minianimate.pipeline import AnimationPipeline
+def every_third_frame(clips: np.ndarray) -> np.ndarray:
+    """Clips (N, F, H, W, 3) -> one sheet: a row per clip, every third frame."""
+    frames = clips[:, ::3]
+    return contact_sheet(rearrange(frames, "n f h w c -> (n f) h w c"), columns=frames.shape[1])
 
+
+def run_demo(out: str = "outputs", steps: int = 25, per_row: int = 4) -> None:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     started = time.time()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    pipe = AnimationPipeline.from_pretrained()
+    pipe = load_pipeline()
     sheets = []
     for model in ("base", "outlined", "pastel"):
-        pipe.load_personalized(model)
+        load_personalized(pipe, model)
         clips = pipe.generate(list(PROMPTS), steps=steps, seed=0, progress=False)
         grid = tile(clips)
         for suffix in (".mp4", ".gif"):
             write_video(out / f"{model}{suffix}", grid)
-        sheets.append(contact_sheet(clips[:, ::3].reshape(-1, *clips.shape[2:]), columns=clips[:, ::3].shape[1]))
+        sheets.append(every_third_frame(clips))
         print(f"wrote {out / model}.mp4 and .gif: {', '.join(PROMPTS)}")
     write_png(out / "contact_sheet.png", np.concatenate(sheets))
     print(f"wrote {out / 'contact_sheet.png'} (rows: the 4 prompts for base, outlined, pastel; every 3rd frame)")

@@ -1,17 +1,14 @@
-"""Text encoders behind one interface: `encode_prompt(prompts: list[str]) -> (B, L, D)` context for the UNet.
+"""The toy text encoder: `encode_prompt(prompts: list[str]) -> (B, L, D)`, the pipeline's `TextEncoder` interface.
 
-- `ToyTextEncoder`: a word-level tokenizer over the ShapeWorld vocabulary, embeddings and a few transformer
-  blocks from `minianimate.attention`. Trained together with the toy base UNet, then frozen.
-- `CLIPPromptEncoder`: Stable Diffusion 1.5's CLIP text encoder (transformers), 77 tokens.
+A word-level tokenizer over the ShapeWorld vocabulary, embeddings and a few transformer blocks from
+`minianimate.attention`; trained together with the toy base UNet, then frozen (it stands in for SD's CLIP).
 The empty prompt "" is the unconditional embedding used by classifier-free guidance.
 """
-import warnings
-
 import torch
 from torch import nn
 
 from minianimate.attention import Attention, FeedForward
-from minianimate.shapeworld import COLORS, DIRECTIONS, SHAPES
+from minianimate.toy.shapeworld import COLORS, DIRECTIONS, SHAPES
 
 VOCAB = ["<pad>", "<bos>", "a", "moving", *COLORS, *SHAPES, *DIRECTIONS]
 
@@ -73,34 +70,3 @@ class ToyTextEncoder(nn.Module):
 
     def encode_prompt(self, prompts: list[str]) -> torch.Tensor:
         return self(self.tokenizer(list(prompts)).to(self.position_embedding.device))
-
-
-class CLIPPromptEncoder:
-    """Stable Diffusion 1.5's text encoder (transformers CLIPTextModel + CLIPTokenizer), prompts -> (B, 77, 768).
-
-    `path` is a local folder: a pipeline folder with `text_encoder/` and `tokenizer/`, or either one pair.
-    Nothing is downloaded.
-    """
-
-    def __init__(self, path, device="cpu", dtype=torch.float32):
-        try:
-            from transformers import CLIPTextModel, CLIPTokenizer
-        except ImportError as e:
-            raise ImportError("the CLIP text encoder needs transformers: pip install transformers") from e
-        from pathlib import Path
-
-        path = Path(path)
-        enc = path / "text_encoder" if (path / "text_encoder").exists() else path
-        tok = path / "tokenizer" if (path / "tokenizer").exists() else path
-        self.tokenizer = CLIPTokenizer.from_pretrained(tok, local_files_only=True)
-        self.model = CLIPTextModel.from_pretrained(enc, local_files_only=True).to(device, dtype).eval()
-
-    @torch.no_grad()
-    def encode_prompt(self, prompts: list[str]) -> torch.Tensor:
-        max_len = self.tokenizer.model_max_length
-        full = self.tokenizer(list(prompts), padding="longest", return_tensors="pt").input_ids
-        if full.shape[1] > max_len:
-            warnings.warn(f"prompts longer than {max_len} CLIP tokens are truncated", stacklevel=2)
-        ids = self.tokenizer(list(prompts), padding="max_length", max_length=max_len, truncation=True,
-                             return_tensors="pt").input_ids
-        return self.model(ids.to(self.model.device))[0]

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from minianimate.__main__ import main
-from minianimate.t2i import CHECKPOINTS, load_t2i
+from minianimate.toy.cli import main
+from minianimate.toy.models import CHECKPOINTS, load_t2i
 
 needs_checkpoints = pytest.mark.skipif(not (CHECKPOINTS / "unet_base").exists(),
                                        reason="shipped checkpoints not built (make checkpoints)")

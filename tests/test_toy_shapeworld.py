@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from minianimate import shapeworld as sw
-from minianimate.__main__ import main
+from minianimate.toy import shapeworld as sw
+from minianimate.toy.datasets import write_dataset
+from minianimate.toy.cli import main
 from minianimate.video_io import read_video
 
 
@@ -123,7 +124,7 @@ def test_camera_clip_caption_is_the_still_caption():
 
 
 def test_write_dataset_layout(tmp_path):
-    sw.write_dataset(tmp_path, videos=3, images=2, seed=0, frames=8)
+    write_dataset(tmp_path, videos=3, images=2, seed=0, frames=8)
     rows = (tmp_path / "videos.csv").read_text().splitlines()
     assert rows[0] == "videoid,name,page_dir" and len(rows) == 4
     videoid, name, page_dir = rows[1].split(",")
@@ -139,7 +140,7 @@ def test_write_dataset_layout(tmp_path):
 
 def test_same_seed_same_csv_bytes(tmp_path):
     for name in ("a", "b"):
-        sw.write_dataset(tmp_path / name, videos=2, images=3, seed=7, frames=4)
+        write_dataset(tmp_path / name, videos=2, images=3, seed=7, frames=4)
     for csv in ("videos.csv", "images.csv"):
         assert (tmp_path / "a" / csv).read_bytes() == (tmp_path / "b" / csv).read_bytes()
     png = "images/000002.png"

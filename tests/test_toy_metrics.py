@@ -1,9 +1,10 @@
-"""Rule-based metrics agree with the ground truth, also after mp4 compression, blur and noise."""
+"""Rule-based metrics agree with the ground truth, also after mp4 compression, blur and noise;
+`describe` segments each clip once and gives the same figures as the standalone functions."""
 import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from minianimate import metrics, shapeworld as sw
+from minianimate.toy import metrics, segmentation, shapeworld as sw
 from minianimate.video_io import read_video, write_mp4
 
 DIRECTIONS = (*sw.DIRECTIONS, "still")
@@ -121,3 +122,69 @@ def test_smoothness_of_true_motion_and_of_a_jumbled_clip(clips):
     mixed = np.where((np.arange(16) % 2 == 0)[:, None, None, None], first, other)  # two objects
     assert metrics.frame_consistency(first) > 0.95
     assert metrics.frame_consistency(mixed) < metrics.frame_consistency(first) - 0.15
+
+
+def test_describe_segments_a_clip_or_frame_once(clips, monkeypatch):
+    calls = {"segment": 0, "watermarks": 0}
+
+    def counted(name, function):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return function(*args, **kwargs)
+        return wrapper
+
+    segment = counted("segment", segmentation.segment)  # one counter, whichever module calls it
+    watermarks = counted("watermarks", segmentation._watermarks)
+    for module in (metrics, segmentation):
+        monkeypatch.setattr(module, "segment", segment)
+        monkeypatch.setattr(module, "_watermarks", watermarks)
+    clip = clips[0][0]
+    for x in (clip, clip[0]):  # a clip (F, H, W, 3) and a frame (H, W, 3)
+        calls.update(segment=0, watermarks=0)
+        metrics.describe(x)
+        assert calls == {"segment": 1, "watermarks": 1}
+    calls.update(segment=0, watermarks=0)
+    metrics.describe_all(np.stack([c for c, _, _ in clips[:3]]))  # (B, F, H, W, 3)
+    assert calls == {"segment": 3, "watermarks": 3}
+
+
+def test_describe_equals_the_standalone_functions(clips):
+    right = next(c for c, _, m in clips if m["direction"] == "right")
+    blank = np.full((6, 64, 64, 3), 15, np.uint8)
+    items = [*(c for c, _, _ in clips[:3]), right[np.random.default_rng(6).permutation(16)], blank]
+    for clip in items:
+        found = metrics.describe(clip)
+        m = metrics.measure(clip)
+        path = m["centroid"][m["found"]]
+        assert np.array_equal(found["jerk"], metrics.centroid_jerk(clip), equal_nan=True)
+        assert found["consistency"] == metrics.frame_consistency(clip)
+        assert np.array_equal(found["leakage"], metrics.watermark_leakage(clip), equal_nan=True)
+        assert found["visible"] == m["found"].mean()
+        assert found["displacement"] == (np.linalg.norm(path[-1] - path[0]) if len(path) > 1 else 0)
+        assert {k: found[k] for k in ("color", "shape", "style", "direction", "zoom")} == {
+            "color": metrics.classify_color(clip), "shape": metrics.classify_shape(clip),
+            "style": metrics.detect_style(clip), "direction": metrics.classify_direction(clip),
+            "zoom": metrics.classify_zoom(clip)}
+    assert metrics.describe(blank)["visible"] == 0 and metrics.describe(blank)["displacement"] == 0
+    frame = metrics.describe(clips[0][0][0])
+    assert frame["jerk"] is None and frame["consistency"] is None and frame["visible"] == 1.0
+
+
+def test_score_equals_the_accuracy_helpers(clips):
+    items, metas = [c for c, _, _ in clips[:6]], [m for _, _, m in clips[:6]]
+    described = metrics.describe_all(items)
+    targets = {key: [m[key] for m in metas] for key in ("color", "shape", "direction")}
+    scores = metrics.score(described, dict(targets, zoom=[None] * 6, style="outlined"))
+    assert scores["color"] == metrics.color_accuracy(items, targets["color"])
+    assert scores["shape"] == metrics.shape_accuracy(items, targets["shape"])
+    assert scores["direction"] == metrics.direction_accuracy(items, targets["direction"])
+    assert scores["zoom"] == metrics.zoom_accuracy(items, [None] * 6) == 1.0
+    assert scores["style"] == metrics.style_rate(items, "outlined") == 0.0
+    assert scores["leakage"] == metrics.watermark_leakage(np.stack(items))  # pooled over frames
+    assert scores["jerk"] == np.nanmean([metrics.centroid_jerk(c) for c in items])
+    assert scores["consistency"] == np.mean([metrics.frame_consistency(c) for c in items])
+    assert scores["visible"] == 1.0 and scores["displacement"] > 15
+    assert metrics.color_accuracy(described, targets["color"]) == scores["color"]  # dicts too
+    images = metrics.describe_all([c[0] for c in items])  # frames: no clip figures
+    assert set(metrics.score(images, {"shape": targets["shape"]})) == {
+        "shape", "leakage", "visible", "displacement"}

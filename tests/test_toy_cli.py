@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from minianimate.t2i import CHECKPOINTS
+from minianimate.toy.models import CHECKPOINTS
 
 
 def run(*args, cwd=None):
@@ -51,10 +51,10 @@ def test_eval_prints_the_table(tmp_path):
 def test_train_video_stages_run_and_export(tmp_path, stage):
     out = tmp_path / "ckpt"
     shutil.copytree(CHECKPOINTS, out)
-    extra = {"adapter": "{clips: 4, frames: 2}", "motion": "{clips: 4, frames: 8, check: false}",
-             "motion-lora": "{references: 4, frames: 8, rank: 2}"}[stage]
+    extra = {"adapter": "clips: 4\nframes: 2\n", "motion": "clips: 4\nframes: 8\ncheck: false\n",
+             "motion-lora": "references: 4\nframes: 8\nrank: 2\n"}[stage]
     config = tmp_path / "cfg.yaml"
-    config.write_text(f"steps: 2\nbatch: 2\ncheckpoint_every: 2\nextra: {extra}\n")
+    config.write_text(f"steps: 2\nbatch: 2\ncheckpoint_every: 2\n{extra}")
     run("train", stage, "--config", str(config), "--out", str(out), cwd=tmp_path)
     exported = {"adapter": out / "domain_adapter.safetensors", "motion": out / "motion_module.safetensors",
                 "motion-lora": out / "motion_loras" / "zoom-in.safetensors"}[stage]
@@ -68,11 +68,11 @@ def test_shipped_motion_module_is_official_and_loads_as_a_diffusers_motion_adapt
     from diffusers import MotionAdapter
     from safetensors.torch import load_file
 
-    from minianimate.motion_io import detect_format, save_motion_module
-    from minianimate.train_video import load_motion_unet
+    from minianimate.motion_io import detect_motion_format, save_motion_module
+    from minianimate.toy.models import load_motion_unet
 
     state = load_file(CHECKPOINTS / "motion_module.safetensors")
-    assert detect_format(state) == "official"
+    assert detect_motion_format(state) == "official"
     model = load_motion_unet()
     save_motion_module(model, tmp_path / "adapter", "diffusers")
     adapter = MotionAdapter.from_pretrained(tmp_path / "adapter")
@@ -94,13 +94,13 @@ def test_shipped_motion_loras_are_small_and_official():
 
 
 def test_plug_and_play_swaps_only_spatial_weights():
-    from minianimate.pipeline import AnimationPipeline
+    from minianimate.toy.models import load_personalized, load_pipeline
 
-    pipe = AnimationPipeline.from_pretrained()
+    pipe = load_pipeline()
     motion = {k: v.clone() for k, v in pipe.unet.motion_state_dict().items()}
     base = {k: v.clone() for k, v in pipe.unet.spatial_state_dict().items()}
     for model in ("outlined", "pastel"):
-        pipe.load_personalized(model)
+        load_personalized(pipe, model)
         assert all(torch.equal(v, motion[k]) for k, v in pipe.unet.motion_state_dict().items())
         assert any(not torch.equal(v, base[k]) for k, v in pipe.unet.spatial_state_dict().items())
     pipe.load_personalized("base")

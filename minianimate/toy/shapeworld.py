@@ -10,13 +10,11 @@ Two *personalized* styles (`outlined`, `pastel`) stand in for DreamBooth/LoRA mo
 *camera motions* (`zoom-in`, `zoom-out`, `roll`) made by rule-based augmentation of still clips
 are the MotionLoRA references. Everything is numpy and deterministic from a `np.random.Generator`.
 """
-import csv
-import re
-from pathlib import Path
-
 import numpy as np
+from einops import reduce
 from PIL import Image
-from tqdm import tqdm
+
+from minianimate.data import flip_caption  # noqa: F401  (the caption-aware flip; re-exported)
 
 IMAGE_SIZE = 64
 BACKGROUND = (15, 15, 15)
@@ -42,7 +40,6 @@ TRAIL_GAP = 2.5  # px between the copies of a trail
 _SUPERSAMPLE = 4
 
 # The caption grammar: "a {color} {shape}" or "a {color} {shape} moving {direction}".
-_MIRRORED = {"left": "right", "right": "left"}
 
 
 def caption(color: str, shape: str, direction: str | None = None) -> str:
@@ -63,12 +60,6 @@ def parse_caption(text: str) -> dict:
                          f"[+ ' moving {{direction}}'] with color in {list(COLORS)}, shape in "
                          f"{list(SHAPES)}, direction in {list(DIRECTIONS)}")
     return {"color": words[1], "shape": words[2], "direction": words[4]}
-
-
-def flip_caption(text: str) -> str:
-    """The caption of the horizontally mirrored frames: the words `left` and `right` swap
-    (`a red circle moving left` -> `... moving right`); any other caption is unchanged."""
-    return re.sub(r"\b(left|right)\b", lambda m: _MIRRORED[m.group(1)], text)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -103,8 +94,7 @@ def _coverage(shape: str, cx: float, cy: float, size: float, outline: float | No
     xs = (np.arange(x0, x1)[:, None] + sub).ravel() - cx
     d = _depth(shape, xs[None, :], ys[:, None], size)
     inside = (d >= 0) if outline is None else (d >= 0) & (d < outline)
-    s = _SUPERSAMPLE
-    cov[y0:y1, x0:x1] = inside.reshape(y1 - y0, s, x1 - x0, s).mean(axis=(1, 3))
+    cov[y0:y1, x0:x1] = reduce(inside.astype(float), "(h sy) (w sx) -> h w", "mean", sy=_SUPERSAMPLE, sx=_SUPERSAMPLE)
     return cov
 
 
@@ -186,13 +176,12 @@ def _path(rng, frames, size, direction, speed):
 
 
 def render_clip(rng: np.random.Generator, frames=16, color=None, shape=None, direction=None,
-                style=None, watermark=True, trail=True):
+                style=None, watermark=True):
     """A video-domain clip: (uint8 (F, H, W, 3), caption, meta dict).
 
     direction: one of DIRECTIONS (random if None) or "still" (caption without motion).
     The shape moves at 1.5-2.5 px/frame (slower if `frames` is too long for the path to fit).
     watermark: add the video-domain defects (watermark box, blur, noise); False gives clean frames.
-    trail: draw the motion streak behind a moving shape (see `_draw`); still shapes have none.
     """
     color, shape, size, outline = _choose(rng, color, shape, style)
     direction = direction or str(rng.choice(DIRECTIONS))
@@ -206,7 +195,7 @@ def render_clip(rng: np.random.Generator, frames=16, color=None, shape=None, dir
     else:
         speed = min(rng.uniform(*SPEED_RANGE), (IMAGE_SIZE - size) / max(frames - 1, 1))
         centres = _path(rng, frames, size, direction, speed)
-    streak = direction if trail and direction != "still" else None
+    streak = direction if direction != "still" else None  # the motion streak (see `_draw`)
     clip = _draw(color, shape, style, size, outline, centres, trail=streak)
     if watermark:
         clip = add_video_defects(rng, clip)
@@ -283,52 +272,3 @@ def camera_augment(clip: np.ndarray, motion: str) -> np.ndarray:
             image = image.resize((w, h), Image.BICUBIC, box=box)
         out.append(np.asarray(image))
     return np.stack(out)
-
-
-# ---------------------------------------------------------------------------------------------
-# Datasets on disk, in the WebVid layout
-
-def write_dataset(out, videos: int, images: int, seed: int, frames=16, style=None, camera=None):
-    """Render a dataset in the WebVid layout under `out`:
-
-        out/videos.csv             videoid,name,page_dir   (name = caption)
-        out/videos/{page_dir}/{videoid}.mp4                (H.264, 8 fps)
-        out/images.csv             file,caption            (file relative to `out`)
-        out/images/{i:06d}.png
-
-    camera: None for clips of moving shapes, or a CAMERA_MOTIONS name for still clips seen by
-    that camera motion (MotionLoRA references). The same seed gives the same files.
-    """
-    from minianimate.video_io import write_mp4
-
-    out = Path(out)
-    rng = np.random.default_rng(seed)
-    rows = []
-    for i in tqdm(range(videos), desc=f"clips -> {out}", disable=videos == 0):
-        if camera is None:
-            clip, text, _ = render_clip(rng, frames=frames, style=style)
-        else:
-            clip, text, _ = render_camera_clip(rng, camera, frames=frames, style=style)
-        videoid, page_dir = f"{i:06d}", f"{i // 1000:03d}"
-        path = out / "videos" / page_dir / f"{videoid}.mp4"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_mp4(path, clip)
-        rows.append((videoid, text, page_dir))
-    _write_csv(out / "videos.csv", ("videoid", "name", "page_dir"), rows)
-
-    rows = []
-    for i in tqdm(range(images), desc=f"images -> {out}", disable=images == 0):
-        image, text, _ = render_image(rng, style=style)
-        file = f"images/{i:06d}.png"
-        (out / "images").mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image).save(out / file)
-        rows.append((file, text))
-    _write_csv(out / "images.csv", ("file", "caption"), rows)
-
-
-def _write_csv(path: Path, header: tuple, rows: list):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows(rows)

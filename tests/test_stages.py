@@ -1,4 +1,5 @@
-"""Stages 1-2 on video: held-out data, the clip loss, resume, gradient checkpointing and DDP (2 gloo processes)."""
+"""The training stages: held-out data, the clip loss, the noise prior, resume, gradient checkpointing, typed
+configs and DDP (2 gloo processes)."""
 import os
 import socket
 
@@ -6,12 +7,14 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from minianimate import shapeworld as sw
+from minianimate.toy import shapeworld as sw
 from minianimate.ddim import DDIM
 from minianimate.inflation import MotionUNet
-from minianimate.text_encoder import ToyTextEncoder
-from minianimate.train_video import HELD_OUT, clip_set, combos, video_loss
-from minianimate.trainer import TrainConfig, Trainer
+from minianimate.toy.text_encoder import ToyTextEncoder
+from minianimate.sampling import frame_noise
+from minianimate.stages import diffusion_loss
+from minianimate.toy.datasets import HELD_OUT, LORA_HELD_OUT, clip_set, combos, reference_set
+from minianimate.trainer import TrainConfig, Trainer, load_config
 
 TINY = dict(sample_size=8, block_out_channels=(16, 32), layers_per_block=1, attention_head_dim=2,
             down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
@@ -30,7 +33,7 @@ def tiny_stage(seed=0):
     encoder = ToyTextEncoder(dim=16, layers=1, heads=2).requires_grad_(False)
     latents = torch.randn(8, 4, 4, 8, 8, generator=torch.Generator().manual_seed(1))
     latents = latents.cumsum(2) / 2  # frames that depend on each other: something for the motion modules
-    loss = lambda step, g: video_loss(unet, encoder, latents, CAPTIONS, DDIM(beta_schedule="linear"), g, 4)  # noqa
+    loss = lambda step, g: diffusion_loss(unet, encoder, latents, CAPTIONS, DDIM(beta_schedule="linear"), g, 4)  # noqa
     return unet, loss
 
 
@@ -53,7 +56,7 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch():
     ddim = DDIM(beta_schedule="linear")
 
     def fixed_loss():  # the same noise and timesteps every time
-        return video_loss(unet, encoder, latents, CAPTIONS[:2], ddim, torch.Generator().manual_seed(5), 2, 0.0)
+        return diffusion_loss(unet, encoder, latents, CAPTIONS[:2], ddim, torch.Generator().manual_seed(5), 2, 0.0)
 
     before = fixed_loss().item()
     for _ in range(15):
@@ -94,6 +97,39 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         loss(0, torch.Generator().manual_seed(0)).backward()
         grads.append(torch.cat([p.grad.flatten() for p in unet.motion_parameters()]))
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-7)
+
+
+def test_gradient_checkpointing_reaches_the_mid_block(monkeypatch):
+    import minianimate.unet as unet_module
+
+    calls = []
+    original = unet_module.checkpoint
+    monkeypatch.setattr(unet_module, "checkpoint", lambda fn, *a, **k: calls.append(fn.__self__) or original(fn, *a, **k))
+    torch.manual_seed(0)
+    unet = MotionUNet(TINY, {**MOTION, "mid_block": True}).enable_gradient_checkpointing()
+    unet(torch.randn(1, 4, 2, 8, 8), 10, torch.randn(1, 3, 16)).sum().backward()
+    assert unet.mid_block in calls and len(set(map(id, calls))) == 5  # 2 down, mid, 2 up blocks
+
+
+def test_frame_noise_shares_the_prescribed_variance():
+    g = torch.Generator().manual_seed(0)
+    assert torch.equal(frame_noise((2, 4, 3, 8, 8), g, 0.0), torch.randn((2, 4, 3, 8, 8), generator=torch.Generator().manual_seed(0)))
+    noise = frame_noise((64, 4, 2, 16, 16), g, 0.5)
+    assert abs(noise.var().item() - 1) < 0.03
+    a, b = noise[:, :, 0].flatten(), noise[:, :, 1].flatten()
+    assert abs(torch.corrcoef(torch.stack([a, b]))[0, 1].item() - 0.5) < 0.03
+
+
+def test_a_config_key_the_stage_does_not_know_is_an_error(tmp_path):
+    from minianimate.toy.stages import MotionStage
+
+    path = tmp_path / "motion.yaml"
+    path.write_text("steps: 3\nclips: 4\nadapter_scal: 0.5\n")
+    with pytest.raises(ValueError, match=r"unknown key adapter_scal for MotionStage; allowed: .*adapter_scale"):
+        load_config(path, MotionStage)
+    path.write_text("steps: 3\nclips: 4\n")
+    cfg = load_config(path, MotionStage)
+    assert (cfg.steps, cfg.clips, cfg.frames) == (3, 4, 16)
 
 
 def _ddp_worker(rank, world, port, out):
@@ -180,8 +216,7 @@ def test_motion_lora_official_file_round_trip(tmp_path):
 
 
 def test_motion_lora_references_zoom_and_leave_out_held_out_prompts():
-    from minianimate import metrics
-    from minianimate.train_video import LORA_HELD_OUT, reference_set
+    from minianimate.toy import metrics
 
     clips, captions = reference_set("zoom-in", 12, seed=0, frames=8)
     assert clips.shape == (12, 8, 64, 64, 3)

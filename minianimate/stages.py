@@ -1,0 +1,95 @@
+"""AnimateDiff's three training stages, as functions that take their data and callbacks.
+
+1. **Domain adapter**: a LoRA on the frozen image UNet, trained on single video frames so that the video
+   data set's defects (watermarks, blur, noise) go into the adapter (`train_domain_adapter`).
+2. **Motion module**: the inflated UNet (`MotionUNet`) with the image weights (and adapter) frozen; only the
+   motion modules train, on clips (`train_motion_module`).
+3. **MotionLoRA**: a LoRA on the motion modules' temporal attention, trained on ~50 reference clips of one
+   camera motion (`train_motion_lora`).
+
+All three minimise the same epsilon MSE (`diffusion_loss`) on latents that were encoded once, with the
+shared `Trainer` (checkpoints in `run`, `resume`, NaN guard, DDP under torchrun). Where the data come from
+(a WebVid folder, ShapeWorld) is the caller's business.
+"""
+import torch
+import torch.nn.functional as F
+
+from minianimate.ddim import DDIM
+from minianimate.inflation import MotionUNet
+from minianimate.lora import MOTION_ATTENTION, SPATIAL_ATTENTION, LoRA
+from minianimate.sampling import frame_noise
+from minianimate.trainer import Trainer, TrainConfig
+
+
+def diffusion_loss(unet, text_encoder, latents: torch.Tensor, captions: list[str], ddim: DDIM,
+                   generator: torch.Generator, batch: int, text_dropout: float = 0.1, offset_noise: float = 0.0,
+                   noise_share: float = 0.0) -> torch.Tensor:
+    """Epsilon MSE on a random batch of latents: images (N, C, h, w) for a UNet, clips (N, C, F, h, w) for a
+    MotionUNet. One timestep per sample; captions dropped to "" with probability `text_dropout` (so the
+    model also learns the unconditional prediction that classifier-free guidance needs).
+
+    offset_noise: a per-sample, per-channel constant added to the noise, so a model can learn images whose
+    mean brightness is far from its training data's. noise_share: see `frame_noise` (clips only).
+    """
+    idx = torch.randint(0, len(latents), (batch,), generator=generator)
+    x0 = latents[idx]
+    drop = torch.rand(batch, generator=generator) < text_dropout
+    prompts = ["" if d else captions[i] for i, d in zip(idx.tolist(), drop.tolist())]
+    noise = frame_noise(x0.shape, generator, noise_share)
+    if offset_noise:
+        noise = noise + offset_noise * torch.randn(*x0.shape[:2], *[1] * (x0.ndim - 2), generator=generator)
+    t = torch.randint(0, ddim.num_train_timesteps, (batch,), generator=generator)
+    device = next(unet.parameters()).device
+    eps = unet(ddim.add_noise(x0, noise, t).to(device), t.to(device), text_encoder.encode_prompt(prompts))
+    return F.mse_loss(eps, noise.to(device))
+
+
+def fit(modules: dict, unet, text_encoder, latents, captions, ddim: DDIM, cfg: TrainConfig, run, params=None,
+        resume: bool = False, progress: bool = True, on_checkpoint=None, desc: str = "train",
+        **loss_options) -> Trainer:
+    """Train `modules` (name -> nn.Module, what the checkpoints hold) on `diffusion_loss` of `unet`.
+    loss_options: text_dropout, offset_noise, noise_share. Returns the Trainer (losses, step, EMA)."""
+    trainer = Trainer(modules, cfg, run, params=params)
+    if resume and trainer.resume():
+        print(f"resumed from step {trainer.step} ({run})")
+    trainer.fit(lambda step, g: diffusion_loss(unet, text_encoder, latents, captions, ddim, g, cfg.batch,
+                                               **loss_options),
+                on_checkpoint=on_checkpoint, desc=desc, progress=progress)
+    return trainer
+
+
+def train_domain_adapter(unet, text_encoder, frames: torch.Tensor, captions, ddim: DDIM, cfg: TrainConfig, run,
+                         targets=SPATIAL_ATTENTION, rank: int = 8, **fit_options) -> tuple[LoRA, Trainer]:
+    """Stage 1: a LoRA (`targets`, `rank`) on the frozen image `unet`, trained on video frames (N, C, h, w)."""
+    unet.requires_grad_(False)
+    lora = LoRA.inject(unet, targets, rank=rank, name="domain_adapter")
+    trainer = fit({"lora": lora}, unet, text_encoder, frames, captions, ddim, cfg, run, desc="adapter",
+                  **fit_options)
+    return lora, trainer
+
+
+def train_motion_module(unet: MotionUNet, text_encoder, clips: torch.Tensor, captions, ddim: DDIM,
+                        cfg: TrainConfig, run, gradient_checkpointing: bool = False, **fit_options) -> Trainer:
+    """Stage 2: only the motion modules of `unet` train, on clip latents (N, C, F, h, w); the image weights
+    (and a domain adapter attached to them) stay frozen."""
+    unet.requires_grad_(False)
+    params = unet.motion_parameters()
+    for p in params:
+        p.requires_grad_(True)
+    unet.enable_gradient_checkpointing(gradient_checkpointing)
+    unet.train()
+    return fit({"unet": unet}, unet, text_encoder, clips, captions, ddim, cfg, run, params=params, desc="motion",
+               **fit_options)
+
+
+def train_motion_lora(unet: MotionUNet, text_encoder, clips: torch.Tensor, captions, ddim: DDIM,
+                      cfg: TrainConfig, run, rank: int = 8, name: str = "motion_lora",
+                      **fit_options) -> tuple[LoRA, Trainer]:
+    """Stage 3: a MotionLoRA (rank `rank`) on the motion modules' attention, everything else frozen, trained
+    on reference clips (N, C, F, h, w) of one motion."""
+    unet.requires_grad_(False)
+    lora = LoRA.inject(unet, MOTION_ATTENTION, rank=rank, name=name)
+    unet.train()
+    trainer = fit({"lora": lora}, unet, text_encoder, clips, captions, ddim, cfg, run, desc=f"motion-lora {name}",
+                  **fit_options)
+    return lora, trainer

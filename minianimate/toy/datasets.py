@@ -1,0 +1,129 @@
+"""The toy data sets: rendered images, clips and MotionLoRA references, held-out combinations, WebVid-layout files.
+
+Facts about the toy data live here, in one place: which (colour, shape, direction) combinations the motion
+stage never sees (`HELD_OUT`, closed under the left-right flip), which colour/shape pairs no MotionLoRA
+reference shows (`LORA_HELD_OUT`). Everything is deterministic from a seed.
+"""
+import csv
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from minianimate.autoencoder import encode, to_tensor
+from minianimate.data import VideoDataset, flip_caption
+from minianimate.toy import shapeworld as sw
+from minianimate.video_io import write_mp4
+
+HELD_OUT = (("red", "triangle", "left"), ("red", "triangle", "right"), ("green", "circle", "up"),
+            ("blue", "square", "down"), ("yellow", "square", "left"), ("yellow", "square", "right"))
+LORA_HELD_OUT = (("red", "triangle"), ("blue", "circle"), ("yellow", "square"))
+
+
+def combos(held_out: bool | None = None) -> list[tuple[str, str, str]]:
+    """All (colour, shape, direction) combinations; only the held-out ones (True) or only the trained ones
+    (False)."""
+    every = [(c, s, d) for c in sw.COLORS for s in sw.SHAPES for d in sw.DIRECTIONS]
+    return every if held_out is None else [x for x in every if (x in HELD_OUT) == held_out]
+
+
+def image_set(n: int, seed: int, style: str | None = None, moving: float = 0.0) -> tuple[np.ndarray, list[str]]:
+    """n ShapeWorld images and captions, uint8 (n, 64, 64, 3).
+
+    moving: the fraction of photos of moving shapes (a motion streak behind them, caption
+    `a red circle moving left`), as an image dataset holds photos of running horses next to still ones.
+    """
+    rng = np.random.default_rng(seed)
+    items = [sw.render_image(rng, style=style, direction=str(rng.choice(sw.DIRECTIONS)) if rng.random() < moving
+                             else None) for _ in range(n)]
+    return np.stack([i[0] for i in items]), [i[1] for i in items]
+
+
+@torch.no_grad()
+def encode_images(vae, images: np.ndarray, captions: list[str], flip: bool = True):
+    """Scaled latents (n, 4, 16, 16) of images, followed by those of the mirrored images if `flip` (whose
+    captions swap `left` and `right`); returns (latents, captions of every latent)."""
+    x = to_tensor(images)
+    if flip:
+        x = torch.cat([x, x.flip(-1)])
+    return encode(vae, x, batch=256), list(captions) + ([flip_caption(c) for c in captions] if flip else [])
+
+
+def clip_set(n: int, seed: int, frames: int = 16, exclude=HELD_OUT, watermark: bool = True, still: float = 0.0):
+    """n video-domain clips whose (colour, shape, direction) is not in `exclude`: uint8 (n, F, 64, 64, 3)
+    and captions `a red circle moving left`; a fraction `still` are still shapes (`a red circle`)."""
+    rng = np.random.default_rng(seed)
+    allowed = [x for x in combos() if x not in set(exclude)]
+    clips, captions = [], []
+    for _ in tqdm(range(n), desc="rendering clips", leave=False):
+        color, shape, direction = allowed[rng.integers(len(allowed))]
+        direction = "still" if rng.random() < still else direction
+        clip, text, _ = sw.render_clip(rng, frames, color, shape, direction, watermark=watermark)
+        clips.append(clip)
+        captions.append(text)
+    return np.stack(clips), captions
+
+
+def folder_set(root, frames: int = 16, stride: int = 1, seed: int = 0):
+    """Every clip of a WebVid-layout folder, read by `VideoDataset` (with its random flip): float
+    (n, F, 3, 64, 64) in [-1, 1] and captions."""
+    data = VideoDataset(root, frames=frames, stride=stride, seed=seed)
+    items = [data[i] for i in tqdm(range(len(data)), desc=f"reading {root}", leave=False)]
+    return torch.stack([x["pixel_values"] for x in items]), [x["text"] for x in items]
+
+
+def reference_set(camera: str, n: int, seed: int, frames: int = 16, exclude=LORA_HELD_OUT):
+    """n MotionLoRA references: still shapes seen by a rule-based camera motion (`shapeworld.camera_augment`),
+    with the video domain's defects; colour/shape pairs in `exclude` left out. uint8 (n, F, 64, 64, 3), the
+    still captions (`a red circle`: the camera motion is not in the caption)."""
+    rng = np.random.default_rng(seed)
+    pairs = [(c, s) for c in sw.COLORS for s in sw.SHAPES if (c, s) not in set(exclude)]
+    items = [sw.render_camera_clip(rng, camera, frames, *pairs[i % len(pairs)]) for i in range(n)]
+    return np.stack([x[0] for x in items]), [x[1] for x in items]
+
+
+
+def write_dataset(out, videos: int, images: int, seed: int, frames=16, style=None, camera=None):
+    """Render a dataset in the WebVid layout under `out`:
+
+        out/videos.csv             videoid,name,page_dir   (name = caption)
+        out/videos/{page_dir}/{videoid}.mp4                (H.264, 8 fps)
+        out/images.csv             file,caption            (file relative to `out`)
+        out/images/{i:06d}.png
+
+    camera: None for clips of moving shapes, or a CAMERA_MOTIONS name for still clips seen by
+    that camera motion (MotionLoRA references). The same seed gives the same files.
+    """
+    out = Path(out)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in tqdm(range(videos), desc=f"clips -> {out}", disable=videos == 0):
+        if camera is None:
+            clip, text, _ = sw.render_clip(rng, frames=frames, style=style)
+        else:
+            clip, text, _ = sw.render_camera_clip(rng, camera, frames=frames, style=style)
+        videoid, page_dir = f"{i:06d}", f"{i // 1000:03d}"
+        path = out / "videos" / page_dir / f"{videoid}.mp4"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_mp4(path, clip)
+        rows.append((videoid, text, page_dir))
+    _write_csv(out / "videos.csv", ("videoid", "name", "page_dir"), rows)
+
+    rows = []
+    for i in tqdm(range(images), desc=f"images -> {out}", disable=images == 0):
+        image, text, _ = sw.render_image(rng, style=style)
+        file = f"images/{i:06d}.png"
+        (out / "images").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(out / file)
+        rows.append((file, text))
+    _write_csv(out / "images.csv", ("file", "caption"), rows)
+
+
+def _write_csv(path: Path, header: tuple, rows: list):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)

@@ -1,0 +1,280 @@
+"""The toy world's training stages: `vae`, `base`, `outlined` (DreamBooth), `pastel` (LoRA), then AnimateDiff's
+`adapter`, `motion` and `motion-lora` (the core's `minianimate.stages` on ShapeWorld data).
+
+    python -m minianimate train STAGE --config configs/STAGE.yaml [--resume]
+
+Each stage has a config dataclass (the shared `TrainConfig` fields plus its own; a yaml key it does not know
+is an error), trains with the shared `Trainer` in `runs/<stage>/` (checkpoints, `--resume`) and exports its
+result into the checkpoint folder (`data_samples/checkpoints/` by default) in the formats the rest of
+minianimate loads; minutes and final loss go to `training_log.json` there.
+"""
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from einops import rearrange
+
+from minianimate import stages
+from minianimate.autoencoder import encode_clips, to_tensor
+from minianimate.checkpoint import save_safetensors
+from minianimate.lora import RESNET_CONVS, SPATIAL_ALL, SPATIAL_ATTENTION, LoRA
+from minianimate.motion_io import load_motion_module, save_motion_module
+from minianimate.pipeline import AnimationPipeline
+from minianimate.trainer import Trainer, TrainConfig, init_distributed, load_config
+from minianimate.unet import UNet
+from minianimate.toy import datasets
+from minianimate.toy.evaluation import held_out_check
+from minianimate.toy.models import (CHECKPOINTS, FILES, TOY_MOTION, TOY_UNET, load_motion_unet, load_text_encoder,
+                                    load_vae, toy_ddim)
+from minianimate.toy.text_encoder import ToyTextEncoder
+from minianimate.toy.vae import make_vae, render_mix, set_scaling_factor, vae_loss
+
+SHIP_DTYPE = torch.float16  # shipped weights are stored in fp16 (half the size) and loaded as fp32
+ADAPTER_TARGETS = {"spatial_attention": SPATIAL_ATTENTION, "spatial_all+conv": SPATIAL_ALL + RESNET_CONVS}
+
+
+@dataclass
+class VAEStage(TrainConfig):
+    pool: int = 8000  # rendered frames (`render_mix`) to train on
+    crop: int = 32  # random square crops (px) per training sample
+    kl_weight: float = 1e-6
+
+
+@dataclass
+class BaseStage(TrainConfig):
+    images: int = 8000
+    moving: float = 0.5  # fraction of photos of moving shapes (motion streak, caption with the direction)
+    text_dropout: float = 0.1
+
+
+@dataclass
+class OutlinedStage(BaseStage):
+    images: int = 40
+
+
+@dataclass
+class PastelStage(OutlinedStage):
+    rank: int = 8
+    offset_noise: float = 0.0
+
+
+@dataclass
+class VideoData:
+    data: str | None = None  # a WebVid-layout folder instead of rendered clips
+    stride: int = 1  # frame stride when reading `data`
+    frames: int = 16
+    text_dropout: float = 0.1
+
+
+@dataclass
+class AdapterStage(TrainConfig, VideoData):
+    clips: int = 600
+    frames: int = 4  # frames per clip used as single training images
+    targets: str = "spatial_attention"  # a key of ADAPTER_TARGETS
+    rank: int = 8
+
+
+@dataclass
+class MotionStage(TrainConfig, VideoData):
+    clips: int = 2000
+    still: float = 0.1  # fraction of still shapes (`a red circle`), so a still prompt stays still
+    adapter_scale: float = 1.0  # the domain adapter during training (the paper: 1)
+    gradient_checkpointing: bool = False
+    init: str | None = None  # continue from a motion-module file (in the checkpoint folder, or a path)
+    heads: int = TOY_MOTION["heads"]
+    max_frames: int = TOY_MOTION["max_frames"]
+    check: bool = True  # the held-out check at each checkpoint
+
+
+@dataclass
+class MotionLoRAStage(TrainConfig, VideoData):
+    camera: str = "zoom-in"
+    references: int = 50
+    rank: int = 8
+    adapter_scale: float = 1.0
+
+
+def report(stage: str, out: Path, started: float, trainer=None, **numbers) -> None:
+    """Add the stage's minutes, final loss (mean of the last 50) and `numbers` to out/training_log.json."""
+    if trainer is not None:
+        last = trainer.losses[-50:]
+        numbers = {"final_loss": sum(last) / max(1, len(last)), "steps": trainer.step, **numbers}
+    record = {"stage": stage, "minutes": round((time.time() - started) / 60, 2), **numbers}
+    log = out / "training_log.json"
+    history = json.loads(log.read_text()) if log.exists() else {}
+    history[stage] = record
+    log.write_text(json.dumps(history, indent=2))
+    print(f"{stage}: {record}")
+
+
+def vae_stage(cfg: VAEStage, out: Path, run: Path, resume: bool, progress: bool) -> None:
+    vae = make_vae()
+    data = to_tensor(render_mix(cfg.pool, cfg.seed))  # (pool, 3, 64, 64)
+    trainer = Trainer({"vae": vae}, cfg, run)
+    if resume and trainer.resume():
+        print(f"resumed from step {trainer.step} ({run})")
+    trainer.fit(lambda step, g: vae_loss(vae, data, g, cfg.batch, cfg.crop, cfg.kl_weight), desc="vae",
+                progress=progress)
+    scaling = set_scaling_factor(vae, data)
+    vae.to(SHIP_DTYPE).save_pretrained(out / FILES["vae"])
+    return {"trainer": trainer, "scaling_factor": scaling}
+
+
+def base_stage(cfg: BaseStage, out: Path, run: Path, resume: bool, progress: bool):
+    """The base T2I: UNet + toy text encoder on ShapeWorld image latents (the VAE is already trained)."""
+    vae = load_vae(out)
+    images, captions = datasets.image_set(cfg.images, cfg.seed, moving=cfg.moving)
+    latents, captions = datasets.encode_images(vae, images, captions)  # + mirror images, `left`/`right` swapped
+    unet, text_encoder = UNet(TOY_UNET), ToyTextEncoder()
+    trainer = stages.fit({"unet": unet, "text_encoder": text_encoder}, unet, text_encoder, latents, captions,
+                         toy_ddim(), cfg, run, resume=resume, progress=progress, desc="base",
+                         text_dropout=cfg.text_dropout)
+    final = trainer.ema or trainer.modules
+    final["unet"].save_pretrained(out / FILES["base"], dtype=SHIP_DTYPE)
+    folder = out / FILES["text_encoder"]
+    save_safetensors(final["text_encoder"].state_dict(), folder / "model.safetensors")
+    (folder / "config.json").write_text(json.dumps(final["text_encoder"].config, indent=2))
+    return {"trainer": trainer}
+
+
+def _styled_images(out: Path, cfg: OutlinedStage, style: str):
+    """The few styled images of a personalized model, as latents with their captions."""
+    images, captions = datasets.image_set(cfg.images, cfg.seed + 1000, style=style, moving=cfg.moving)
+    return datasets.encode_images(load_vae(out), images, captions)
+
+
+def outlined_stage(cfg: OutlinedStage, out: Path, run: Path, resume: bool, progress: bool):
+    """DreamBooth-style personalization: the whole UNet fine-tuned on a few `outlined` images."""
+    latents, captions = _styled_images(out, cfg, "outlined")
+    unet, text_encoder = UNet.from_pretrained(out / FILES["base"]), load_text_encoder(out)
+    trainer = stages.fit({"unet": unet}, unet, text_encoder, latents, captions, toy_ddim(), cfg, run, resume=resume,
+                         progress=progress, desc="outlined", text_dropout=cfg.text_dropout)
+    (trainer.ema or trainer.modules)["unet"].save_pretrained(out / FILES["outlined"], dtype=SHIP_DTYPE)
+    return {"trainer": trainer}
+
+
+def pastel_stage(cfg: PastelStage, out: Path, run: Path, resume: bool, progress: bool):
+    """LoRA personalization from a few `pastel` images, on the spatial transformers, the resnet convolutions
+    and conv_in/conv_out (as kohya "LoCon" LoRAs do): the pastel background covers the whole frame, and the
+    toy UNet has no attention at its full 16x16 resolution."""
+    latents, captions = _styled_images(out, cfg, "pastel")
+    unet = UNet.from_pretrained(out / FILES["base"]).requires_grad_(False)
+    lora = LoRA.inject(unet, SPATIAL_ALL + RESNET_CONVS, rank=cfg.rank, name="pastel")
+    trainer = stages.fit({"lora": lora}, unet, load_text_encoder(out), latents, captions, toy_ddim(), cfg, run,
+                         resume=resume, progress=progress, desc="pastel", text_dropout=cfg.text_dropout,
+                         offset_noise=cfg.offset_noise)
+    lora.save(out / FILES["pastel"])
+    return {"trainer": trainer, "lora_parameters": lora.num_parameters()}
+
+
+def training_clips(vae, cfg: VideoData, exclude=datasets.HELD_OUT, clips: int = 2000, still: float = 0.0):
+    """The stage's clips as latents (n, 4, F, 16, 16) and captions (`cfg.data` folder, or rendered)."""
+    if cfg.data:
+        pixels, captions = datasets.folder_set(cfg.data, cfg.frames, cfg.stride, cfg.seed)
+        return encode_clips(vae, pixels), captions
+    pixels, captions = datasets.clip_set(clips, cfg.seed + 2000, cfg.frames, exclude, still=still)
+    return encode_clips(vae, pixels), captions
+
+
+def adapter_stage(cfg: AdapterStage, out: Path, run: Path, resume: bool, progress: bool):
+    """Stage 1: the domain adapter on single frames of watermarked clips (their full captions). Written in the
+    official LoRA layout where the targets allow it (attention only)."""
+    vae, text_encoder = load_vae(out), load_text_encoder(out)
+    unet = UNet.from_pretrained(out / FILES["base"])
+    clips, captions = training_clips(vae, cfg, exclude=(), clips=cfg.clips)
+    frames = rearrange(clips, "n c f h w -> (n f) c h w")  # every frame of every clip, caption repeated
+    frame_captions = [c for c in captions for _ in range(clips.shape[2])]
+    lora, trainer = stages.train_domain_adapter(unet, text_encoder, frames, frame_captions, toy_ddim(), cfg, run,
+                                                ADAPTER_TARGETS[cfg.targets], cfg.rank, resume=resume,
+                                                progress=progress, text_dropout=cfg.text_dropout)
+    if trainer.rank == 0:
+        lora.save(out / FILES["adapter"], format="official" if cfg.targets == "spatial_attention" else "minianimate")
+    return {"trainer": trainer, "lora_parameters": lora.num_parameters(), "clips": len(clips)}
+
+
+def _adapter(unet, out: Path, scale: float) -> LoRA | None:
+    """The shipped domain adapter attached (frozen) at `scale`; None at scale 0 or without one."""
+    if not scale or not (out / FILES["adapter"]).exists():
+        return None
+    return LoRA.load(unet, out / FILES["adapter"], scale=scale).requires_grad_(False)
+
+
+def motion_stage(cfg: MotionStage, out: Path, run: Path, resume: bool, progress: bool):
+    """Stage 2: base UNet and domain adapter frozen, only the motion modules train, on clip latents; a few
+    held-out clips are generated at every checkpoint (adapter off) and their figures kept."""
+    vae, text_encoder = load_vae(out), load_text_encoder(out)
+    motion = {"heads": cfg.heads, "max_frames": cfg.max_frames}
+    unet = load_motion_unet(out, motion)
+    if cfg.init:
+        load_motion_module(unet, out / cfg.init, verbose=False)
+    adapter = _adapter(unet, out, cfg.adapter_scale)
+    latents, captions = training_clips(vae, cfg, clips=cfg.clips, still=cfg.still)
+    ddim, history = toy_ddim(), []
+
+    def check(trainer):
+        unet.eval()
+        figures = held_out_check(AnimationPipeline(vae, text_encoder, unet, ddim, adapter), cfg.frames)
+        if adapter is not None:
+            adapter.scale, adapter.enabled = cfg.adapter_scale, True
+        unet.train()
+        history.append({"step": trainer.step, "loss": sum(trainer.losses[-50:]) / 50, **figures})
+        print(f"step {trainer.step}: loss {history[-1]['loss']:.4f}, held-out direction "
+              f"{figures['held_out_direction']:.2f}, colour {figures['color']:.2f}")
+
+    trainer = stages.train_motion_module(unet, text_encoder, latents, captions, ddim, cfg, run,
+                                         cfg.gradient_checkpointing, resume=resume, progress=progress,
+                                         on_checkpoint=check if cfg.check else None, text_dropout=cfg.text_dropout)
+    if trainer.rank == 0:
+        save_motion_module(unet, out / FILES["motion"], "official")
+        (out / FILES["motion_config"]).write_text(json.dumps(
+            {"motion": motion, "frames": cfg.frames, "held_out": datasets.HELD_OUT, "config": asdict(cfg),
+             "checks": history}, indent=2))
+    return {"trainer": trainer, "clips": len(latents),
+            "motion_parameters": sum(p.numel() for p in unet.motion_parameters())}
+
+
+def motion_lora_stage(cfg: MotionLoRAStage, out: Path, run: Path, resume: bool, progress: bool):
+    """Stage 3: a MotionLoRA on ~50 references of one camera motion (`camera`); written in the official
+    MotionLoRA layout to motion_loras/{camera}.safetensors."""
+    vae, text_encoder = load_vae(out), load_text_encoder(out)
+    unet = load_motion_unet(out)
+    _adapter(unet, out, cfg.adapter_scale)
+    if cfg.data:
+        latents, captions = training_clips(vae, cfg)
+    else:
+        clips, captions = datasets.reference_set(cfg.camera, cfg.references, cfg.seed + 3000, cfg.frames)
+        latents = encode_clips(vae, clips)
+    lora, trainer = stages.train_motion_lora(unet, text_encoder, latents, captions, toy_ddim(), cfg, run, cfg.rank,
+                                             cfg.camera, resume=resume, progress=progress,
+                                             text_dropout=cfg.text_dropout)
+    if trainer.rank != 0:
+        return None
+    path = lora.save(out / FILES["motion_loras"] / f"{cfg.camera}.safetensors", format="official")
+    return {"trainer": trainer, "references": len(latents), "rank": lora.rank,
+            "lora_parameters": lora.num_parameters(), "file_bytes": path.stat().st_size,
+            "motion_module_bytes": (out / FILES["motion"]).stat().st_size}
+
+
+STAGES = {"vae": (vae_stage, VAEStage), "base": (base_stage, BaseStage), "outlined": (outlined_stage, OutlinedStage),
+          "pastel": (pastel_stage, PastelStage), "adapter": (adapter_stage, AdapterStage),
+          "motion": (motion_stage, MotionStage), "motion-lora": (motion_lora_stage, MotionLoRAStage)}
+
+
+def run_stage(stage: str, config, out=CHECKPOINTS, resume: bool = False, progress: bool = True, run=None) -> None:
+    """Train one stage. config: a yaml path or the stage's config dataclass. `out` holds the checkpoints the
+    stage starts from and receives what it trains; `run` (default runs/<stage>) its training checkpoints."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
+    function, kind = STAGES[stage]
+    cfg = config if isinstance(config, TrainConfig) else load_config(config, kind)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    init_distributed()
+    torch.manual_seed(cfg.seed)
+    numbers = function(cfg, out, Path(run or Path("runs") / stage), resume, progress)
+    if numbers is not None:
+        name = f"motion-lora {cfg.camera}" if stage == "motion-lora" else stage
+        report(name, out, started, **numbers)
