@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from minianimate.inflation import is_motion_key
-from minianimate.checkpoint import read_state_dict
+from minianimate.checkpoint import CheckpointError, read_state_dict
 from minianimate.lora_formats import LowRankWeights, detect_lora_format, from_layers, save_lora_file, to_layers
 
 # Target sets: regexes that must match a whole module name (re.fullmatch).
@@ -119,13 +119,17 @@ class LoRA(nn.Module):
         rank and alpha are read per module. Keys that do not fit the model raise a ValueError naming them.
         """
         state, metadata = read_state_dict(source, metadata=True)
-        found = detect_lora_format(state)
-        if format not in ("auto", found):
-            raise ValueError(f"format={format!r} but the file looks like the {found} format; "
-                             f"pass format='{found}' or 'auto'")
+        try:  # errors about what the file holds name the file
+            found = detect_lora_format(state)
+            if format not in ("auto", found):
+                raise ValueError(f"format={format!r} but the file looks like the {found} format; "
+                                 f"pass format='{found}' or 'auto'")
+            layers = to_layers(state, found, model)
+        except ValueError as e:
+            raise CheckpointError(f"{'LoRA state dict' if isinstance(source, dict) else source}: {e}") from None
         modules = dict(model.named_modules())
         lora = cls(name or metadata.get("name") or (found if isinstance(source, dict) else Path(source).stem))
-        for module_name, (down, up, alpha) in to_layers(state, found, model).items():
+        for module_name, (down, up, alpha) in layers.items():
             layer = LowRank(modules[module_name], down.shape[0], alpha)
             with torch.no_grad():  # reshape: a 1x1 conv's matrix fits a Linear target and the reverse
                 layer.down.weight.copy_(down.reshape(layer.down.weight.shape))

@@ -10,13 +10,15 @@ import json
 import re
 from pathlib import Path
 
-from minianimate.checkpoint import DIFFUSERS_WEIGHTS, read_state_dict, save_safetensors, save_torch
+from minianimate.checkpoint import (DIFFUSERS_WEIGHTS, CheckpointError, atomic_write, describe_keys, read_state_dict,
+                                    save_safetensors, save_torch)
 from minianimate.inflation import MotionUNet, is_motion_key
 
 # (official, diffusers) name pieces; applied left to right, reversed for the way back.
 _RENAMES = [(".temporal_transformer.", "."), (".attention_blocks.0.", ".attn1."), (".attention_blocks.1.", ".attn2."),
             (".norms.0.", ".norm1."), (".norms.1.", ".norm2."), (".ff_norm.", ".norm3.")]
 _POSITIONAL = re.compile(r"\.(pos_encoder|pos_embed)\.pe$")
+_MODULE = re.compile(r"(.*?motion_modules\.\d+)\.")
 
 
 def official_to_diffusers(key: str) -> str:
@@ -37,13 +39,14 @@ def detect_motion_format(state: dict) -> str:
     """Motion-module file layout: 'official', 'diffusers' or an error that says what the file looks like instead."""
     keys = list(state)
     if any("_lora." in k or "lora_" in k for k in keys):
-        raise ValueError("this file holds LoRA weights (a MotionLoRA or image LoRA), not a motion module; "
-                         "load it with LoRA.load (minianimate.lora)")
+        raise ValueError(f"this file holds LoRA weights ({describe_keys(keys)}), not a motion module; "
+                         f"load it with LoRA.load (minianimate.lora)")
     if any(".temporal_transformer." in k for k in keys):
         return "official"
     if any(is_motion_key(k) for k in keys):
         return "diffusers"
-    raise ValueError(f"no motion-module keys found (first keys: {keys[:3]}); is this an image UNet checkpoint?")
+    raise ValueError(f"no motion-module keys found: the file looks like {describe_keys(keys)} (an image UNet "
+                     f"checkpoint goes to UNet.from_pretrained)")
 
 
 def load_motion_module(model: MotionUNet, source, format: str = "auto", verbose: bool = True) -> str:
@@ -52,15 +55,18 @@ def load_motion_module(model: MotionUNet, source, format: str = "auto", verbose:
     Missing, unexpected or mis-shaped keys raise a ValueError listing them with the likely cause.
     """
     state = read_state_dict(source)
-    found = detect_motion_format(state)
-    if format not in ("auto", found):
-        raise ValueError(f"format={format!r} but the checkpoint looks like the {found} format; "
-                         f"pass format='{found}' or 'auto'")
-    if found == "official":
-        state = {official_to_diffusers(k): v for k, v in state.items()}
-    state = {k: v for k, v in state.items() if is_motion_key(k) and not _POSITIONAL.search(k)}
-    expected = {k: v for k, v in model.motion_state_dict().items() if not _POSITIONAL.search(k)}
-    _check_keys(state, expected, model)
+    try:  # errors about what the file holds name the file
+        found = detect_motion_format(state)
+        if format not in ("auto", found):
+            raise ValueError(f"format={format!r} but the checkpoint looks like the {found} format; "
+                             f"pass format='{found}' or 'auto'")
+        if found == "official":
+            state = {official_to_diffusers(k): v for k, v in state.items()}
+        state = {k: v for k, v in state.items() if is_motion_key(k) and not _POSITIONAL.search(k)}
+        expected = {k: v for k, v in model.motion_state_dict().items() if not _POSITIONAL.search(k)}
+        _check_keys(state, expected, model, found)
+    except ValueError as e:
+        raise CheckpointError(f"{'motion-module state dict' if isinstance(source, dict) else source}: {e}") from None
     model.load_state_dict(state, strict=False)
     if verbose:
         print(f"loaded {len(state)} motion-module tensors ({found} format)"
@@ -68,7 +74,7 @@ def load_motion_module(model: MotionUNet, source, format: str = "auto", verbose:
     return found
 
 
-def _check_keys(state: dict, expected: dict, model: MotionUNet) -> None:
+def _check_keys(state: dict, expected: dict, model: MotionUNet, found: str) -> None:
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
@@ -82,12 +88,16 @@ def _check_keys(state: dict, expected: dict, model: MotionUNet) -> None:
         causes.append("the model has mid-block motion modules the file lacks (a v1/v3 file?): use motion='v1'/'v3'")
     if shapes:
         causes.append("tensor shapes differ: the file was made for another base model (channels) or head count")
-    if {k.split(".motion_modules.")[0] for k in missing} - {"mid_block"}:
-        causes.append(f"the model's layers_per_block / blocks differ from the file's (model config "
-                      f"{model.config['block_out_channels']}, {model.config['layers_per_block']} layers per block)")
+    in_file, in_model = ({m[1] for m in map(_MODULE.match, keys) if m} for keys in (state, expected))
+    if {m for m in in_file ^ in_model if not m.startswith("mid_block.")}:
+        causes.append(f"the file has {len(in_file)} motion modules, the model {len(in_model)}: its blocks / layers_per"
+                      f"_block differ ({model.config['block_out_channels']}, {model.config['layers_per_block']})")
+    elif missing and unexpected:
+        causes.append(f"the same motion modules, but tensor names differ (the file's {unexpected[0]} where the model "
+                      f"has {missing[0]}): a renamed key, an edited file or another implementation's naming")
     lines = [f"{len(missing)} missing: {missing[:6]}", f"{len(unexpected)} unexpected: {unexpected[:6]}",
              f"{len(shapes)} mis-shaped: {shapes[:4]}"]
-    raise ValueError("motion-module checkpoint does not fit the model: " + "; ".join(lines)
+    raise ValueError(f"motion-module checkpoint ({found} format) does not fit the model: " + "; ".join(lines)
                      + ". Likely cause: " + ("; ".join(causes) or "a different motion-module version"))
 
 
@@ -104,6 +114,7 @@ def save_motion_module(model: MotionUNet, path, format: str = "official") -> Pat
     if format == "diffusers":
         path.mkdir(parents=True, exist_ok=True)
         save_safetensors(state, path / DIFFUSERS_WEIGHTS)
-        (path / "config.json").write_text(json.dumps(model.adapter_config(), indent=2))
+        config = json.dumps(model.adapter_config(), indent=2)
+        atomic_write(path / "config.json", lambda tmp: Path(tmp).write_text(config))
         return path
     raise ValueError(f"format must be 'official' or 'diffusers', got {format!r}")

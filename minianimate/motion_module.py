@@ -76,7 +76,7 @@ class MotionModule(nn.Module):
                              f"({self.max_frames} frames); generate longer clips with sliding context "
                              f"windows of at most {self.max_frames} frames instead")
         height, width = x.shape[-2:]
-        h = self.norm(rearrange(x, "(b f) c h w -> b c f h w", f=num_frames))
+        h = self.norm(rearrange(x, "(b f) c h w -> b c f h w", f=num_frames).contiguous())  # see test_bad_inputs
         h = self.proj_in(rearrange(h, "b c f h w -> (b h w) f c"))
         for block in self.transformer_blocks:
             h = block(h)  # attention over frames, at each pixel independently

@@ -98,6 +98,7 @@ class AnimationPipeline(ImagePipeline):
         self.adapter, self.model, self._image_lora = adapter, "base", None
         self.motion_loras: dict[str, LoRA] = {}
         self.motion_lora_folder: Path | None = None  # where names like 'zoom-in' are looked up
+        self.noise_share = 0.0  # default of `generate`: the noise prior the motion module was trained with
         self._base_state = {k: v.clone() for k, v in unet.spatial_state_dict().items()}
 
     # --- what is plugged in -----------------------------------------------------------------------------
@@ -144,7 +145,7 @@ class AnimationPipeline(ImagePipeline):
     def generate(self, prompt, negative_prompt: str = "", frames: int = 16, steps: int = 25, guidance: float = 7.5,
                  seed: int = 0, adapter_scale: float = 0.0, motion_loras=(), eta: float = 0.0,
                  height: int | None = None, width: int | None = None, context: int | None = None,
-                 overlap: int | None = None, fuse: str = "pyramid", noise_share: float = 0.0,
+                 overlap: int | None = None, fuse: str = "pyramid", noise_share: float | None = None,
                  progress: bool = True) -> np.ndarray:
         """Text -> video. prompt: a string (-> (F, H, W, 3)) or a list (-> (B, F, H, W, 3)), uint8.
 
@@ -152,7 +153,8 @@ class AnimationPipeline(ImagePipeline):
         motion_loras: `name[:scale]` strings or (name, scale) pairs; loaded MotionLoRAs not listed are off.
         context, overlap, fuse: sliding context windows (`minianimate.context`) of `context` frames overlapping
         by `overlap` (default a quarter), fused 'pyramid' or 'flat', for clips longer than the positional
-        encoding. noise_share: the fraction of the initial noise's variance the frames share (`frame_noise`).
+        encoding. noise_share: the fraction of the initial noise's variance the frames share (`frame_noise`);
+        None: `self.noise_share`, the prior the motion module was trained with.
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         longest = self.unet.motion_config.max_frames
@@ -164,7 +166,8 @@ class AnimationPipeline(ImagePipeline):
         if context is not None:
             model = ContextWindows(self.unet, context, context // 4 if overlap is None else overlap, fuse)
         shape = self.latent_shape(len(prompts), height, width, frames)
-        latents = frame_noise(shape, torch.Generator().manual_seed(seed), noise_share) if noise_share else None
+        share = self.noise_share if noise_share is None else noise_share
+        latents = frame_noise(shape, torch.Generator().manual_seed(seed), share) if share else None
         video = self.decode(self.denoise(model, shape, prompts, negative_prompt, steps, guidance, seed, eta,
                                          latents, progress))
         return video[0] if isinstance(prompt, str) else video

@@ -20,11 +20,10 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import yaml
-from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from minianimate.checkpoint import save_safetensors, save_torch
+from minianimate.checkpoint import atomic_write, read_state_dict, save_safetensors, save_torch
 
 
 @dataclass
@@ -46,13 +45,27 @@ class TrainConfig:
 def load_config(path, cls=TrainConfig):
     """A config dataclass (`TrainConfig` or a stage's subclass of it) from a yaml file; a key the class does
     not have is an error that names it and the allowed keys."""
-    raw = yaml.safe_load(Path(path).read_text()) or {}
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
     allowed = [f.name for f in fields(cls)]
-    unknown = sorted(set(raw) - set(allowed))
+    unknown = sorted(set(raw) - set(allowed)) if isinstance(raw, dict) else ["(not `key: value` lines)"]
     if unknown:
         raise ValueError(f"{path}: unknown key{'s' * (len(unknown) > 1)} {', '.join(unknown)} for {cls.__name__}; "
                          f"allowed: {', '.join(allowed)}")
     return cls(**raw)
+
+
+def check_resume(run, cfg, source="this config") -> None:
+    """A ValueError naming both if the config saved in the run folder `run` differs from `cfg` but in steps."""
+    path, now = Path(run) / "config.json", json.loads(json.dumps(asdict(cfg)))
+    saved = json.loads(path.read_text()) if path.exists() else now
+    differ = [f"{k} {saved.get(k)!r} there, {now.get(k)!r} here" for k in sorted(set(saved) | set(now))
+              if k != "steps" and saved.get(k, ()) != now.get(k, ())]
+    if differ:
+        raise ValueError(f"cannot resume {run}: its config ({path}) differs from {source} in {'; '.join(differ[:4])}; "
+                         f"only steps may change. Resume with that config, or train into another --run folder")
 
 
 class NonFiniteLoss(RuntimeError):
@@ -131,17 +144,23 @@ class Trainer:
             save_safetensors(self.trained_state(self.ema), self.out / "ema.safetensors", meta)
         save_torch({"step": self.step, "losses": self.losses, "optimizer": self.opt.state_dict(),
                     "scheduler": self.sched.state_dict()}, self.out / "trainer_state.pt")
-        (self.out / "config.json").write_text(json.dumps(asdict(self.cfg), indent=2))
+        config = json.dumps(asdict(self.cfg), indent=2)
+        atomic_write(self.out / "config.json", lambda tmp: Path(tmp).write_text(config))
 
     def resume(self) -> bool:
-        """Load the checkpoint in `out` if there is one; True if it did."""
+        """Load the checkpoint in `out` if there is one; True if it did (not if saved with another config)."""
         state_path = self.out / "trainer_state.pt"
         if not state_path.exists():
             return False
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        self._load(self.modules, self.out / "weights.safetensors", state["step"])
+        check_resume(self.out, self.cfg)
+        fix = f"delete {self.out} or start without --resume"
+        state = read_state_dict(state_path, raw=True, fix=fix)
+        if state["step"] > self.cfg.steps:
+            raise ValueError(f"cannot resume {self.out}: it is at step {state['step']}, beyond steps: "
+                             f"{self.cfg.steps} of this config; raise steps or start without --resume")
+        self._load(self.modules, self.out / "weights.safetensors", state["step"], fix)
         if self.ema:
-            self._load(self.ema, self.out / "ema.safetensors", state["step"])
+            self._load(self.ema, self.out / "ema.safetensors", state["step"], fix)
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
         self.step, self.losses = state["step"], state["losses"]
@@ -149,15 +168,10 @@ class Trainer:
             group["lr"] = base * lr_factor(self.cfg, self.step)
         return True
 
-    @staticmethod
-    def _load(modules, path, step) -> None:
-        from safetensors import safe_open
-
-        with safe_open(str(path), "pt") as f:
-            if int(f.metadata().get("step", -1)) != step:
-                raise RuntimeError(f"{path} is from another step than trainer_state.pt: delete the folder "
-                                   f"or start without --resume")
-        weights = load_file(path)
+    def _load(self, modules, path, step, fix) -> None:
+        weights, meta = read_state_dict(path, metadata=True, expected=self.trained_state(modules), fix=fix)
+        if int(meta.get("step", -1)) != step:
+            raise RuntimeError(f"{path} is from another step than trainer_state.pt: {fix}")
         for name, module in modules.items():
             module.load_state_dict({k[len(name) + 1:]: v for k, v in weights.items() if k.startswith(name + ".")})
 

@@ -344,8 +344,8 @@ class UNet(nn.Module):
     @classmethod
     def from_pretrained(cls, path, dtype: torch.dtype = torch.float32) -> "UNet":
         """Load a diffusers-format folder (`config.json` + `diffusion_pytorch_model.safetensors`),
-        or a full pipeline folder that has it under `unet/`."""
-        from safetensors.torch import load_file
+        or a full pipeline folder that has it under `unet/`; a damaged file or wrong keys name the file."""
+        from minianimate.checkpoint import read_state_dict
 
         path = Path(path)
         if (path / "unet" / "config.json").exists():
@@ -355,11 +355,8 @@ class UNet(nn.Module):
             raise FileNotFoundError(f"{path} is not a diffusers UNet folder: expected config.json and "
                                     f"diffusion_pytorch_model.safetensors (or a pipeline folder with unet/)")
         model = cls(json.loads((path / "config.json").read_text()))
-        state = load_file(weights)
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ValueError(f"{weights}: {len(missing)} missing keys {missing[:5]}, {len(unexpected)} unexpected "
-                             f"keys {unexpected[:5]} (is it a UNet2DConditionModel of this config?)")
+        model.load_state_dict(read_state_dict(weights, expected=model.state_dict(), fix="export it again, or use a "
+                                              f"UNet2DConditionModel of {path / 'config.json'}"))
         return model.to(dtype)
 
     def save_pretrained(self, path, dtype: torch.dtype | None = None) -> None:

@@ -59,7 +59,7 @@ def test_train_video_stages_run_and_export(tmp_path, stage):
     exported = {"adapter": out / "domain_adapter.safetensors", "motion": out / "motion_module.safetensors",
                 "motion-lora": out / "motion_loras" / "zoom-in.safetensors"}[stage]
     assert exported.stat().st_mtime > (CHECKPOINTS / "motion_module.safetensors").stat().st_mtime
-    assert (tmp_path / "runs" / stage / "weights.safetensors").exists()
+    assert (tmp_path / "runs" / f"{stage}-cfg" / "weights.safetensors").exists()  # runs/<stage>-<config stem>
     log = json.loads((out / "training_log.json").read_text())
     assert any(key.startswith(stage) for key in log)
 
@@ -75,7 +75,7 @@ def test_shipped_motion_module_is_official_and_loads_as_a_diffusers_motion_adapt
     assert detect_motion_format(state) == "official"
     model = load_motion_unet()
     save_motion_module(model, tmp_path / "adapter", "diffusers")
-    adapter = MotionAdapter.from_pretrained(tmp_path / "adapter")
+    adapter = MotionAdapter.from_pretrained(tmp_path / "adapter", local_files_only=True)
     ours = model.motion_state_dict()
     theirs = adapter.state_dict()  # MotionAdapter keys are UNetMotionModel's motion-module keys
     assert len(theirs) == len(ours)

@@ -1,35 +1,122 @@
 """Command line: `python -m minianimate <command> ...` (run with no command to list them).
 
-Every command works on the toy world and its shipped checkpoints, so the CLI belongs to `minianimate.toy`;
-`minianimate/__main__.py` only calls `main`.
+Every command works on the toy world and its shipped checkpoints (`--checkpoints DIR` for another folder), so
+the CLI belongs to `minianimate.toy`; `minianimate/__main__.py` only calls `main`. Every argument is checked
+before any model loads: a wrong one, or a missing or damaged file, ends in one line `error: ...` and exit
+status 2 (`--debug` shows the traceback instead).
 """
 import argparse
+import math
 import sys
+from pathlib import Path
 
 
+class UsageError(Exception):
+    """A bad command line: argparse's complaint, raised instead of printed with the usage."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(message.replace("argument ", "", 1))
+
+
+def count(low: int = 1, high: int | None = None):
+    """An argparse type: a whole number in [low, high]."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be >= {low}" + (f" and <= {high}" if high else "") +
+                                             f", got {value}")
+        return value
+    return parse
+
+
+def number(low: float | None = None):
+    """An argparse type: a finite number >= low."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or (low is not None and value < low):
+            raise argparse.ArgumentTypeError("must be a finite number" + (f" >= {low:g}" if low is not None else "")
+                                             + f", got {text}")
+        return value
+    return parse
+
+
+# --- checks that need the checkpoint folder (cheap: no model is loaded) --------------------------------------
+def checkpoints(args, *names) -> Path:
+    """--checkpoints (default: the package's shipped folder), with the files `names` (see models.FILES) in it."""
+    from minianimate.toy.models import CHECKPOINTS, shipped
+
+    root = Path(args.checkpoints) if args.checkpoints else CHECKPOINTS
+    for name in names:
+        shipped(name, root)
+    return root
+
+
+def check_prompts(root: Path, *prompts: str) -> None:
+    """Every word of the prompts is in the toy text encoder's vocabulary."""
+    from minianimate.toy.models import read_json, shipped
+    from minianimate.toy.text_encoder import VOCAB, WordTokenizer
+
+    WordTokenizer(VOCAB, read_json(shipped("text_encoder", root) / "config.json")["max_len"])(list(prompts))
+
+
+def out_file(out: str, suffixes: tuple, what: str) -> Path:
+    path = Path(out)
+    if path.suffix.lower() not in suffixes:
+        raise ValueError(f"--out must end in {what}, got {out}")
+    if path.is_dir():
+        raise ValueError(f"--out {out} is a folder; give a file name ending in {what}")
+    return path
+
+
+def out_folder(out: str) -> Path:
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"--out {out} is a file; give a folder")
+    return path
+
+
+# --- the commands: check everything, then load and work ------------------------------------------------------
 def _make_data(args):
     from minianimate.toy.datasets import write_dataset
 
-    write_dataset(args.out, videos=args.videos, images=args.images, seed=args.seed,
-                  frames=args.frames, style=args.style, camera=args.camera)
+    write_dataset(out_folder(args.out), videos=args.videos, images=args.images, seed=args.seed, frames=args.frames,
+                  style=args.style, camera=args.camera, overwrite=args.overwrite)
 
 
 def _train(args):
-    from minianimate.toy.stages import run_stage
+    from minianimate.toy.models import CHECKPOINTS
+    from minianimate.toy.stages import STAGES, run_stage
 
-    run_stage(args.stage, args.config, out=args.out, resume=args.resume)
+    shipped_configs = CHECKPOINTS.parents[1] / "configs"
+    if args.out is None and args.stage in STAGES and Path(args.config).is_file() and (
+            Path(args.config).resolve().parent != shipped_configs):
+        raise ValueError(f"{args.config} is not one of {shipped_configs}, and its result would replace the shipped "
+                         f"checkpoints in {CHECKPOINTS}: give --out DIR (a copy of that folder), or --out "
+                         f"{CHECKPOINTS} to mean it")
+    run_stage(args.stage, args.config, out=out_folder(args.out) if args.out else CHECKPOINTS, resume=args.resume,
+              run=args.run)
 
 
 def _sample_images(args):
-    from pathlib import Path
+    from minianimate.toy.models import check_personalized, load_t2i
+    from minianimate.video_io import contact_sheet, write_png
 
-    from minianimate.toy.models import load_t2i
-    from minianimate.video_io import write_png, contact_sheet
+    root = checkpoints(args, "vae", "text_encoder", "base")
+    check_prompts(root, args.prompt)
+    check_personalized(args.model, root, lora_ok=False)
+    out = out_folder(args.out)
 
-    model = load_t2i(args.model)
+    model = load_t2i(args.model, root)
     images = model.generate([args.prompt] * args.n, steps=args.steps, guidance=args.guidance, seed=args.seed,
                             progress=True)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for i, image in enumerate(images):
         write_png(out / f"{i:03d}.png", image)
@@ -38,110 +125,159 @@ def _sample_images(args):
 
 
 def _generate(args):
-    from pathlib import Path
+    from minianimate.toy.models import FILES, check_motion_lora, check_personalized, read_json, shipped
+
+    root = checkpoints(args, "vae", "text_encoder", "base", "motion", "motion_config")
+    out = out_file(args.out, (".mp4", ".gif", ".png"), ".mp4, .gif or .png (a contact sheet of the frames)")
+    check_prompts(root, args.prompt, args.negative_prompt)
+    check_personalized(args.model, root, lora_ok=True)
+    longest = read_json(shipped("motion_config", root))["motion"]["max_frames"]
+    if args.context is not None and args.context > longest:
+        raise ValueError(f"--context {args.context} is longer than the motion module's positional encoding "
+                         f"({longest} frames)")
+    if args.context is None and args.frames > longest:
+        raise ValueError(f"--frames {args.frames} is longer than the motion module's positional encoding "
+                         f"({longest}): add sliding context windows, e.g. --context 16")
+    if args.overlap is not None and (args.context is None or args.overlap >= args.context):
+        raise ValueError(f"--overlap {args.overlap} needs --context, and must be smaller than it")
+    if args.adapter_scale and not (root / FILES["adapter"]).is_file():
+        raise FileNotFoundError(f"--adapter-scale {args.adapter_scale:g}: {root} has no {FILES['adapter']}")
+    loras = [check_motion_lora(spec, root) for spec in args.motion_lora]
 
     from minianimate.toy.models import load_pipeline
     from minianimate.video_io import contact_sheet, write_png, write_video
 
-    out = Path(args.out)
-    if out.suffix not in (".mp4", ".gif", ".png"):
-        raise SystemExit(f"--out must end in .mp4, .gif or .png (a contact sheet of the frames), got {out}")
-    pipe = load_pipeline(model=args.model)
+    pipe = load_pipeline(model=args.model, root=root)
     video = pipe.generate(args.prompt, negative_prompt=args.negative_prompt, frames=args.frames, steps=args.steps,
                           guidance=args.guidance, seed=args.seed, adapter_scale=args.adapter_scale,
-                          motion_loras=args.motion_lora, context=args.context, overlap=args.overlap)
+                          motion_loras=loras, context=args.context, overlap=args.overlap)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_png(out, contact_sheet(video)) if out.suffix == ".png" else write_video(out, video)
+    write_png(out, contact_sheet(video)) if out.suffix.lower() == ".png" else write_video(out, video)
     print(f"wrote {out} ({len(video)} frames, {video.shape[2]}x{video.shape[1]})")
 
 
 def _eval(args):
+    root = checkpoints(args, "vae", "text_encoder", "base", "motion", "motion_config", "outlined", "pastel",
+                       "adapter")
+    if args.json and Path(args.json).is_dir():
+        raise ValueError(f"--json {args.json} is a folder; give a file name")
     import json
 
     from minianimate.toy.evaluation import eval_table, format_table
 
-    table = eval_table(per_row=args.per_row, steps=args.steps, seed=args.seed)
+    table = eval_table(root=root, per_row=args.per_row, steps=args.steps, seed=args.seed)
     print(format_table(table))
     if args.json:
         rows = [{k: v for k, v in row.items() if k != "clips"} for row in table]  # figures only
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(rows, indent=2))
 
 
 def _demo(args):
+    from minianimate.toy.models import CHECKPOINTS
+
+    root = checkpoints(args, "vae", "text_encoder", "base", "motion", "motion_config", "outlined", "pastel",
+                       "adapter")
+    out = out_folder(args.out)
     from minianimate.toy.demo import run_demo
 
-    run_demo(args.out)
+    run_demo(out, **({} if root == CHECKPOINTS else {"root": root}))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m minianimate", description=__doc__)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser = Parser(prog="python -m minianimate", description=__doc__,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    where = dict(default=None, metavar="DIR", help="checkpoint folder (default: the package's shipped "
+                                                   "data_samples/checkpoints, wherever you run)")
 
-    p = sub.add_parser("make-data", help="render a ShapeWorld dataset in the WebVid layout")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--videos", type=int, default=48, help="number of clips")
-    p.add_argument("--images", type=int, default=96, help="number of still images")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--frames", type=int, default=16, help="frames per clip")
+    def command(name, func, help):
+        p = sub.add_parser(name, help=help)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        p.set_defaults(func=func)
+        return p
+
+    p = command("make-data", _make_data, "render a ShapeWorld dataset in the WebVid layout")
+    p.add_argument("--out", required=True, help="output folder (empty, or --overwrite)")
+    p.add_argument("--videos", type=count(0), default=48, help="number of clips")
+    p.add_argument("--images", type=count(0), default=96, help="number of still images")
+    p.add_argument("--seed", type=count(0), default=0)
+    p.add_argument("--frames", type=count(1), default=16, help="frames per clip")
     p.add_argument("--style", choices=["outlined", "pastel"], default=None)
     p.add_argument("--camera", choices=["zoom-in", "zoom-out", "roll"], default=None,
                    help="make camera-motion clips (augmented still clips) instead of moving shapes")
-    p.set_defaults(func=_make_data)
+    p.add_argument("--overwrite", action="store_true", help="replace the dataset already in --out")
 
-    p = sub.add_parser("train", help="train a stage: vae, base, outlined, pastel (toy T2I), adapter, motion")
+    p = command("train", _train, "train a stage: vae, base, outlined, pastel (toy T2I), adapter, motion, motion-lora")
     p.add_argument("stage")
     p.add_argument("--config", required=True, help="yaml file (see configs/)")
-    p.add_argument("--out", default="data_samples/checkpoints", help="where the trained checkpoint is exported")
-    p.add_argument("--resume", action="store_true", help="continue from runs/<stage>/ if a checkpoint is there")
-    p.set_defaults(func=_train)
+    p.add_argument("--out", default=None, metavar="DIR", help="checkpoint folder the stage starts from and exports "
+                   "to (default: the package's shipped data_samples/checkpoints)")
+    p.add_argument("--run", default=None, metavar="DIR", help="training checkpoints (default: runs/<stage>-<config "
+                   "file's stem>)")
+    p.add_argument("--resume", action="store_true", help="continue the run folder's checkpoint (refused if it was "
+                   "saved with another config)")
 
-    p = sub.add_parser("sample-images", help="images from the shipped toy text-to-image models")
+    p = command("sample-images", _sample_images, "images from the shipped toy text-to-image models")
     p.add_argument("--model", default="base", help="base, outlined, pastel or a diffusers UNet folder")
     p.add_argument("--prompt", required=True)
-    p.add_argument("--n", type=int, default=8)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=25)
-    p.add_argument("--guidance", type=float, default=7.5)
+    p.add_argument("--n", type=count(1), default=8)
+    p.add_argument("--seed", type=count(0), default=0)
+    p.add_argument("--steps", type=count(1, 1000), default=25)
+    p.add_argument("--guidance", type=number(0), default=7.5, help="classifier-free guidance (0: unconditional, "
+                   "1: none)")
     p.add_argument("--out", required=True, help="output folder")
-    p.set_defaults(func=_sample_images)
+    p.add_argument("--checkpoints", **where)
 
-    p = sub.add_parser("generate", help="text -> animation with the shipped toy models and motion module")
+    p = command("generate", _generate, "text -> animation with the shipped toy models and motion module")
     p.add_argument("--prompt", required=True, help="e.g. 'a red circle moving left'")
     p.add_argument("--negative-prompt", default="")
     p.add_argument("--model", default="base", help="base, outlined, pastel, a diffusers UNet folder or a LoRA file")
-    p.add_argument("--frames", type=int, default=16)
-    p.add_argument("--steps", type=int, default=25)
-    p.add_argument("--guidance", type=float, default=7.5)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--adapter-scale", type=float, default=0.0, help="domain adapter LoRA scale (1 = watermark)")
+    p.add_argument("--frames", type=count(1), default=16)
+    p.add_argument("--steps", type=count(1, 1000), default=25)
+    p.add_argument("--guidance", type=number(0), default=7.5, help="classifier-free guidance (0: unconditional, "
+                   "1: none)")
+    p.add_argument("--seed", type=count(0), default=0)
+    p.add_argument("--adapter-scale", type=number(), default=0.0, help="domain adapter LoRA scale (1 = watermark)")
     p.add_argument("--motion-lora", action="append", default=[], metavar="NAME_OR_PATH[:SCALE]",
                    help="a MotionLoRA (repeat to mix), e.g. zoom-in:0.8")
-    p.add_argument("--context", type=int, default=None, help="sliding context window length (long clips)")
-    p.add_argument("--overlap", type=int, default=None, help="window overlap (default: a quarter of --context)")
+    p.add_argument("--context", type=count(1), default=None, help="sliding context window length (long clips)")
+    p.add_argument("--overlap", type=count(0), default=None, help="window overlap (default: a quarter of --context)")
     p.add_argument("--out", required=True, help="FILE.mp4, FILE.gif or FILE.png (contact sheet)")
-    p.set_defaults(func=_generate)
+    p.add_argument("--checkpoints", **where)
 
-    p = sub.add_parser("eval", help="the metric table of the shipped motion module (direction, style, watermark)")
-    p.add_argument("--per-row", type=int, default=12, help="clips per row")
-    p.add_argument("--steps", type=int, default=25)
-    p.add_argument("--seed", type=int, default=0)
+    p = command("eval", _eval, "the metric table of the shipped motion module (direction, style, watermark)")
+    p.add_argument("--per-row", type=count(1), default=12, help="clips per row")
+    p.add_argument("--steps", type=count(1, 1000), default=25)
+    p.add_argument("--seed", type=count(0), default=0)
     p.add_argument("--json", default=None, help="also write the table to this file")
-    p.set_defaults(func=_eval)
+    p.add_argument("--checkpoints", **where)
 
-    p = sub.add_parser("demo", help="the main job on the shipped checkpoints (what `make demo` runs)")
+    p = command("demo", _demo, "the main job on the shipped checkpoints (what `make demo` runs)")
     p.add_argument("--out", default="outputs", help="folder for figures and animations")
-    p.set_defaults(func=_demo)
+    p.add_argument("--checkpoints", **where)
     return parser
 
 
 def main(argv=None) -> int:
+    """Run a command; an error is one line `error: ...` on stderr and exit status 2 (unless --debug)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 2
+        args.func(args)
+    except Exception as e:
+        if "--debug" in argv:
+            raise
+        message = " ".join(str(e).split()) or type(e).__name__
+        if not (isinstance(e, (UsageError, ValueError, OSError)) or type(e).__module__.startswith("minianimate")):
+            message = f"{type(e).__name__}: {message} (a bug? --debug shows the traceback)"
+        print(f"error: {message}", file=sys.stderr)
         return 2
-    args.func(args)
     return 0
 
 

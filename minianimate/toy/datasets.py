@@ -5,6 +5,7 @@ stage never sees (`HELD_OUT`, closed under the left-right flip), which colour/sh
 reference shows (`LORA_HELD_OUT`). Everything is deterministic from a seed.
 """
 import csv
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -85,7 +86,8 @@ def reference_set(camera: str, n: int, seed: int, frames: int = 16, exclude=LORA
 
 
 
-def write_dataset(out, videos: int, images: int, seed: int, frames=16, style=None, camera=None):
+def write_dataset(out, videos: int, images: int, seed: int, frames=16, style=None, camera=None,
+                  overwrite: bool = False):
     """Render a dataset in the WebVid layout under `out`:
 
         out/videos.csv             videoid,name,page_dir   (name = caption)
@@ -94,9 +96,23 @@ def write_dataset(out, videos: int, images: int, seed: int, frames=16, style=Non
         out/images/{i:06d}.png
 
     camera: None for clips of moving shapes, or a CAMERA_MOTIONS name for still clips seen by
-    that camera motion (MotionLoRA references). The same seed gives the same files.
+    that camera motion (MotionLoRA references). The same seed gives the same files. A folder that is not
+    empty is refused unless `overwrite`, which first removes the dataset in it (so no stale clip stays).
     """
     out = Path(out)
+    if min(videos, images) < 0 or videos + images == 0 or frames < 1 or seed < 0:
+        raise ValueError(f"need videos, images >= 0 (not both 0), frames >= 1 and seed >= 0; got videos={videos}, "
+                         f"images={images}, frames={frames}, seed={seed}")
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out} is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{out} is not empty: pass --overwrite (overwrite=True) to replace the dataset "
+                                  f"in it, or choose an empty folder")
+        for name in ("videos", "images"):
+            shutil.rmtree(out / name, ignore_errors=True)
+        for name in ("videos.csv", "images.csv"):
+            (out / name).unlink(missing_ok=True)
     rng = np.random.default_rng(seed)
     rows = []
     for i in tqdm(range(videos), desc=f"clips -> {out}", disable=videos == 0):

@@ -13,7 +13,7 @@ import torch
 from einops import rearrange
 
 from minianimate.toy.evaluation import eval_table, format_table
-from minianimate.toy.models import load_pipeline, load_personalized
+from minianimate.toy.models import CHECKPOINTS, load_pipeline, load_personalized
 from minianimate.video_io import contact_sheet, write_png, write_video
 
 PROMPTS = ("a red circle moving right", "a green square moving up", "a blue triangle moving left",
@@ -31,15 +31,15 @@ def every_third_frame(clips: np.ndarray) -> np.ndarray:
     return contact_sheet(rearrange(frames, "n f h w c -> (n f) h w c"), columns=frames.shape[1])
 
 
-def run_demo(out: str = "outputs", steps: int = 25, per_row: int = 4) -> None:
+def run_demo(out: str = "outputs", steps: int = 25, per_row: int = 4, root=CHECKPOINTS) -> None:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     started = time.time()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    pipe = load_pipeline()
+    pipe = load_pipeline(root=root)
     sheets = []
     for model in ("base", "outlined", "pastel"):
-        load_personalized(pipe, model)
+        load_personalized(pipe, model, root)
         clips = pipe.generate(list(PROMPTS), steps=steps, seed=0, progress=False)
         grid = tile(clips)
         for suffix in (".mp4", ".gif"):
@@ -48,7 +48,7 @@ def run_demo(out: str = "outputs", steps: int = 25, per_row: int = 4) -> None:
         print(f"wrote {out / model}.mp4 and .gif: {', '.join(PROMPTS)}")
     write_png(out / "contact_sheet.png", np.concatenate(sheets))
     print(f"wrote {out / 'contact_sheet.png'} (rows: the 4 prompts for base, outlined, pastel; every 3rd frame)")
-    table = format_table(eval_table(per_row=per_row, steps=steps, progress=False, pipe=pipe))
+    table = format_table(eval_table(root, per_row=per_row, steps=steps, progress=False, pipe=pipe))
     (out / "metrics.txt").write_text(table + "\n")
     print(f"\nmetrics on {per_row}-6 fresh clips per row (indicative; `python -m minianimate eval` for the full set):")
     print(table)

@@ -5,17 +5,21 @@ base is trained on ShapeWorld images (16x16x4 latents), with two personalized mo
 never sees: `outlined` (DreamBooth-style full fine-tune) and `pastel` (a LoRA). One noise schedule (the
 paper's `linear` betas) from the base to the motion stage.
 """
+import hashlib
 import json
+import math
+from dataclasses import asdict, fields
 from pathlib import Path
+from typing import get_args, get_type_hints
 
-import torch
-from safetensors.torch import load_file
-
+from minianimate.checkpoint import CheckpointError, describe_keys, read_state_dict
 from minianimate.ddim import DDIM
-from minianimate.inflation import MotionUNet
+from minianimate.inflation import MotionUNet, is_motion_key
 from minianimate.lora import LoRA
+from minianimate.lora_formats import detect_lora_format
 from minianimate.motion_io import load_motion_module
-from minianimate.pipeline import AnimationPipeline, ImagePipeline
+from minianimate.pipeline import AnimationPipeline, ImagePipeline, parse_motion_lora
+from minianimate.toy.shapeworld import CAMERA_MOTIONS
 from minianimate.toy.text_encoder import ToyTextEncoder
 from minianimate.unet import UNet
 
@@ -32,6 +36,19 @@ FILES = {"vae": "vae", "text_encoder": "text_encoder", "base": "unet_base", "out
          "pastel": "lora_pastel.safetensors", "adapter": "domain_adapter.safetensors",
          "motion": "motion_module.safetensors", "motion_config": "motion_module.json", "motion_loras": "motion_loras"}
 PERSONALIZED = ("base", "outlined", "pastel")
+# The command (after `python -m minianimate`) that makes each shipped file.
+MAKES = {"vae": "train vae --config configs/vae.yaml", "text_encoder": "train base --config configs/base.yaml",
+         "base": "train base --config configs/base.yaml", "outlined": "train outlined --config configs/outlined.yaml",
+         "pastel": "train pastel --config configs/pastel.yaml",
+         "adapter": "train adapter --config configs/adapter.yaml",
+         "motion": "train motion --config configs/motion.yaml",
+         "motion_config": "train motion --config configs/motion.yaml",
+         "motion_loras": "train motion-lora --config configs/motion_lora_zoom_in.yaml"}
+
+# The shipped files each training stage starts from (its result goes into the same folder).
+NEEDS = {"vae": (), "base": ("vae",), **{s: ("vae", "text_encoder", "base") for s in
+                                          ("outlined", "pastel", "adapter", "motion")},
+         "motion-lora": ("vae", "text_encoder", "base", "motion", "motion_config")}
 
 
 def toy_ddim() -> DDIM:
@@ -39,38 +56,158 @@ def toy_ddim() -> DDIM:
 
 
 def shipped(name: str, root=CHECKPOINTS) -> Path:
-    """Path of a shipped file ('vae', 'base', 'motion', ... see FILES); an error naming what makes it if absent."""
+    """Path of a shipped file ('vae', 'base', 'motion', ... see FILES); if absent, an error naming the folder
+    and the command that makes the file."""
     path = Path(root) / FILES[name]
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing; `make checkpoints` rebuilds the shipped toy checkpoints")
+        where = f"{root} does not exist" if not Path(root).is_dir() else f"{path} is missing"
+        raise FileNotFoundError(f"{where}: {remake(name, root)}")
     return path
 
 
+def remake(name: str, root=CHECKPOINTS) -> str:
+    """What to do about a missing or damaged shipped file: the command that makes it."""
+    if Path(root) == CHECKPOINTS:
+        return f"make it with `python -m minianimate {MAKES[name]}` (`make checkpoints` rebuilds them all)"
+    return f"make it with `python -m minianimate {MAKES[name]} --out {root}`"
+
+
+def read_shipped(name: str, root, load):
+    """`load(path)` of a shipped file; a CheckpointError about the file also names the command that makes it."""
+    try:
+        return load(shipped(name, root))
+    except CheckpointError as e:
+        raise CheckpointError(f"{e}, or {remake(name, root)}") from None
+
+
+def read_json(path) -> dict:
+    """A JSON file, or a ValueError naming it."""
+    try:
+        return json.loads(Path(path).read_text())
+    except ValueError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+
+
+def default_run(stage: str, config, cfg) -> Path:
+    """The run folder of a stage: runs/<stage>-<config file's stem>, or for a config dataclass
+    runs/<stage>-<hash of its fields but steps> (so two configs never share a folder, and --resume finds it)."""
+    if isinstance(config, (str, Path)):
+        return Path("runs") / f"{stage}-{Path(config).stem}"
+    fields = json.dumps({k: v for k, v in asdict(cfg).items() if k != "steps"}, sort_keys=True)
+    return Path("runs") / f"{stage}-{hashlib.sha1(fields.encode()).hexdigest()[:8]}"
+
+
+def check_config(cfg, where="config"):
+    """`cfg`, or a ValueError naming the first field of the wrong type or range: ints are counts (>= 1; `seed`
+    any, `warmup` >= 0), floats finite and >= 0 (`lr` > 0, `ema` < 1), `decay` 'cosine' or 'constant'."""
+    hints = get_type_hints(type(cfg))
+    for f in fields(cfg):
+        value, types = getattr(cfg, f.name), get_args(hints[f.name]) or (hints[f.name],)
+        if isinstance(value, bool) != (bool in types) or not isinstance(value, (*types, *[int] * (float in types))):
+            text = " (YAML reads 1e-3 as text: write 1.0e-3 or 0.001)" if isinstance(value, str) and "e" in value else ""
+            names = " or ".join(t.__name__.replace("NoneType", "null") for t in types)
+            raise ValueError(f"{where}: {f.name} must be {names}, got {value!r}{text}")
+        if f.name == "decay" and value not in ("cosine", "constant"):
+            raise ValueError(f"{where}: decay must be 'cosine' or 'constant', got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or f.name == "seed":
+            continue
+        low = 0 if f.name == "warmup" or float in types else 1
+        if not math.isfinite(value) or value < low or (f.name, value) == ("lr", 0) or (f.name == "ema" and value >= 1):
+            rule = {"lr": "> 0", "ema": "in [0, 1)"}.get(f.name, f">= {low}")
+            raise ValueError(f"{where}: {f.name} must be {rule}, got {value!r}")
+    return cfg
+
+
+def check_stage_inputs(stage: str, cfg, root, where, choices: dict) -> None:
+    """Before a stage loads anything: each field of `choices` (name -> allowed values) has an allowed value,
+    its `data` folder and `init` file exist, and the files it starts from are in `root`."""
+    for field, allowed in {"camera": CAMERA_MOTIONS, **choices}.items():
+        if hasattr(cfg, field) and getattr(cfg, field) not in allowed:
+            raise ValueError(f"{where}: {field} must be one of {', '.join(allowed)}, got {getattr(cfg, field)!r}")
+    data, init = getattr(cfg, "data", None), getattr(cfg, "init", None)
+    if data and not (Path(data) / "videos.csv").is_file():
+        raise FileNotFoundError(f"{where}: data: {data} is not a WebVid-layout folder (no videos.csv); make one "
+                                f"with `python -m minianimate make-data --out {data}`")
+    if init and not (Path(root) / init).is_file():
+        raise FileNotFoundError(f"{where}: init: {Path(root) / init} not found (a motion-module file, relative "
+                                f"to the checkpoint folder)")
+    for name in NEEDS[stage]:
+        shipped(name, root)
+
+
+def check_personalized(model: str, root=CHECKPOINTS, lora_ok: bool = True) -> None:
+    """A personalized model is 'base', 'outlined', 'pastel', a diffusers UNet folder or (lora_ok) an image LoRA
+    file; an error saying which it is not (a MotionLoRA, a damaged file) otherwise."""
+    if model in PERSONALIZED:
+        if model != "base":
+            shipped(model, root)
+        return
+    path = Path(model)
+    if path.is_dir():
+        if not ((path / "config.json").is_file() or (path / "unet" / "config.json").is_file()):
+            raise FileNotFoundError(f"model {path}: not a diffusers UNet folder (no config.json)")
+        return
+    if not path.is_file() or not lora_ok:
+        raise FileNotFoundError(f"model {model}: not 'base', 'outlined', 'pastel', a diffusers UNet folder"
+                                + (" or an image LoRA file" if lora_ok else "")
+                                + ("" if path.exists() else " (no such file or folder)"))
+    state = read_state_dict(path)
+    if any(map(is_motion_key, state)):
+        raise ValueError(f"model {path}: holds motion-module weights, not an image model (a MotionLoRA? "
+                         f"pass it as --motion-lora)")
+    try:
+        detect_lora_format(state)
+    except ValueError as e:
+        raise CheckpointError(f"model {path}: {e}") from None
+
+
+def check_motion_lora(spec, root=CHECKPOINTS) -> tuple[str, float]:
+    """A MotionLoRA `NAME_OR_PATH[:SCALE]` -> (name or path, scale): a name in root/motion_loras or a LoRA
+    file whose keys target the motion modules (not an image LoRA, not a motion module)."""
+    name, scale = parse_motion_lora(spec)
+    if not math.isfinite(scale):
+        raise ValueError(f"MotionLoRA {spec}: the scale must be a finite number")
+    folder = Path(root) / FILES["motion_loras"]
+    path = folder / f"{name}.safetensors" if not Path(name).suffix else Path(name)
+    if not path.is_file():
+        known = sorted(p.stem for p in folder.glob("*.safetensors"))
+        raise FileNotFoundError(f"MotionLoRA {name}: not found (known in {folder}: {', '.join(known) or 'none'}; "
+                                f"or give a .safetensors path)")
+    state = read_state_dict(path)
+    kind = describe_keys(state)
+    if "LoRA" not in kind or not any(map(is_motion_key, state)):
+        use = "an image LoRA goes to --model" if "LoRA" in kind else "a MotionLoRA holds LoRA weights"
+        raise ValueError(f"MotionLoRA {path}: holds no LoRA on the motion modules (it looks like {kind}); {use}")
+    return name, scale
+
+
 def load_vae(root=CHECKPOINTS):
+    """The toy VAE (a diffusers AutoencoderKL built from its config.json; weights through `read_state_dict`)."""
     from diffusers import AutoencoderKL
 
-    return AutoencoderKL.from_pretrained(shipped("vae", root), torch_dtype=torch.float32,
-                                         local_files_only=True).eval().requires_grad_(False)
+    folder = shipped("vae", root)
+    vae = AutoencoderKL.from_config(read_json(folder / "config.json"))
+    vae.load_state_dict(read_state_dict(folder, expected=vae.state_dict(), fix=remake("vae", root)))
+    return vae.float().eval().requires_grad_(False)
 
 
 def load_text_encoder(root=CHECKPOINTS) -> ToyTextEncoder:
     folder = shipped("text_encoder", root)
-    encoder = ToyTextEncoder(**json.loads((folder / "config.json").read_text()))
-    encoder.load_state_dict(load_file(folder / "model.safetensors"))
+    encoder = ToyTextEncoder(**read_json(folder / "config.json"))
+    encoder.load_state_dict(read_state_dict(folder / "model.safetensors", expected=encoder.state_dict(),
+                                            fix=remake("text_encoder", root)))
     return encoder.eval().requires_grad_(False)
-
-
-def personalized_path(model: str, root=CHECKPOINTS) -> str:
-    """'base' as is; 'outlined' / 'pastel' -> their shipped folder / LoRA file; anything else is a path."""
-    return shipped(model, root) if model in ("outlined", "pastel") else model
 
 
 def load_unet(model: str = "base", root=CHECKPOINTS) -> UNet:
     """The image UNet of 'base', 'outlined', 'pastel' (base + LoRA merged) or a diffusers UNet folder."""
-    path = shipped("base", root) if model in ("base", "pastel") else Path(personalized_path(model, root))
-    unet = UNet.from_pretrained(path).eval().requires_grad_(False)
+    if model in PERSONALIZED:
+        unet = read_shipped("outlined" if model == "outlined" else "base", root, UNet.from_pretrained)
+    else:
+        unet = UNet.from_pretrained(model)
+    unet.eval().requires_grad_(False)
     if model == "pastel":
-        LoRA.load(unet, shipped("pastel", root)).merge()
+        read_shipped("pastel", root, lambda path: LoRA.load(unet, path)).merge()
     return unet
 
 
@@ -82,12 +219,12 @@ def load_t2i(model: str = "base", root=CHECKPOINTS) -> ImagePipeline:
 def load_motion_unet(root=CHECKPOINTS, motion=None) -> MotionUNet:
     """The base UNet inflated with motion modules: the shipped ones unless `motion` gives a config (dict of
     MotionConfig fields) for fresh ones."""
-    unet = UNet.from_pretrained(shipped("base", root))
+    unet = read_shipped("base", root, UNet.from_pretrained)
     if motion is not None:
         return MotionUNet.from_unet(unet, motion)
-    config = json.loads(shipped("motion_config", root).read_text())
+    config = read_json(shipped("motion_config", root))
     model = MotionUNet.from_unet(unet, config["motion"])
-    load_motion_module(model, shipped("motion", root), verbose=False)
+    read_shipped("motion", root, lambda path: load_motion_module(model, path, verbose=False))
     return model
 
 
@@ -97,11 +234,15 @@ def load_pipeline(model: str = "base", root=CHECKPOINTS) -> AnimationPipeline:
     unet = load_motion_unet(root).eval().requires_grad_(False)
     pipe = AnimationPipeline(load_vae(root), load_text_encoder(root), unet, toy_ddim())
     pipe.motion_lora_folder = Path(root) / FILES["motion_loras"]
+    pipe.noise_share = json.loads(shipped("motion_config", root).read_text()).get("noise_share", 0.0)
     if (Path(root) / FILES["adapter"]).exists():
-        pipe.adapter = LoRA.load(unet, Path(root) / FILES["adapter"], scale=0.0).requires_grad_(False)
+        pipe.adapter = read_shipped("adapter", root, lambda path: LoRA.load(unet, path, scale=0.0))
+        pipe.adapter.requires_grad_(False)
     return load_personalized(pipe, model, root)
 
 
 def load_personalized(pipe: AnimationPipeline, model: str, root=CHECKPOINTS) -> AnimationPipeline:
     """`pipe.load_personalized` with the shipped names ('outlined', 'pastel') resolved."""
-    return pipe.load_personalized(personalized_path(model, root), name=model)
+    if model in ("outlined", "pastel"):
+        return read_shipped(model, root, lambda path: pipe.load_personalized(path, name=model))
+    return pipe.load_personalized(model, name=model)

@@ -4,7 +4,7 @@
     python -m minianimate train STAGE --config configs/STAGE.yaml [--resume]
 
 Each stage has a config dataclass (the shared `TrainConfig` fields plus its own; a yaml key it does not know
-is an error), trains with the shared `Trainer` in `runs/<stage>/` (checkpoints, `--resume`) and exports its
+is an error), trains with the shared `Trainer` in `runs/<stage>-<config>/` (checkpoints, `--resume`) and exports its
 result into the checkpoint folder (`data_samples/checkpoints/` by default) in the formats the rest of
 minianimate loads; minutes and final loss go to `training_log.json` there.
 """
@@ -18,16 +18,16 @@ from einops import rearrange
 
 from minianimate import stages
 from minianimate.autoencoder import encode_clips, to_tensor
-from minianimate.checkpoint import save_safetensors
+from minianimate.checkpoint import DIFFUSERS_WEIGHTS, atomic_write, save_safetensors
 from minianimate.lora import RESNET_CONVS, SPATIAL_ALL, SPATIAL_ATTENTION, LoRA
 from minianimate.motion_io import load_motion_module, save_motion_module
 from minianimate.pipeline import AnimationPipeline
-from minianimate.trainer import Trainer, TrainConfig, init_distributed, load_config
+from minianimate.trainer import Trainer, TrainConfig, check_resume, init_distributed, load_config
 from minianimate.unet import UNet
 from minianimate.toy import datasets
 from minianimate.toy.evaluation import held_out_check
-from minianimate.toy.models import (CHECKPOINTS, FILES, TOY_MOTION, TOY_UNET, load_motion_unet, load_text_encoder,
-                                    load_vae, toy_ddim)
+from minianimate.toy.models import (CHECKPOINTS, FILES, TOY_MOTION, TOY_UNET, check_config, check_stage_inputs,
+                                    default_run, load_motion_unet, load_text_encoder, load_vae, toy_ddim)
 from minianimate.toy.text_encoder import ToyTextEncoder
 from minianimate.toy.vae import make_vae, render_mix, set_scaling_factor, vae_loss
 
@@ -86,6 +86,7 @@ class MotionStage(TrainConfig, VideoData):
     heads: int = TOY_MOTION["heads"]
     max_frames: int = TOY_MOTION["max_frames"]
     check: bool = True  # the held-out check at each checkpoint
+    noise_share: float = 0.0  # fraction of the noise's variance shared by the frames (PYoCo), also at sampling
 
 
 @dataclass
@@ -109,7 +110,7 @@ def report(stage: str, out: Path, started: float, trainer=None, **numbers) -> No
     print(f"{stage}: {record}")
 
 
-def vae_stage(cfg: VAEStage, out: Path, run: Path, resume: bool, progress: bool) -> None:
+def vae_stage(cfg: VAEStage, out: Path, run: Path, resume: bool, progress: bool):
     vae = make_vae()
     data = to_tensor(render_mix(cfg.pool, cfg.seed))  # (pool, 3, 64, 64)
     trainer = Trainer({"vae": vae}, cfg, run)
@@ -118,7 +119,10 @@ def vae_stage(cfg: VAEStage, out: Path, run: Path, resume: bool, progress: bool)
     trainer.fit(lambda step, g: vae_loss(vae, data, g, cfg.batch, cfg.crop, cfg.kl_weight), desc="vae",
                 progress=progress)
     scaling = set_scaling_factor(vae, data)
-    vae.to(SHIP_DTYPE).save_pretrained(out / FILES["vae"])
+    folder = out / FILES["vae"]  # a diffusers folder, written atomically (`save_pretrained` would not)
+    save_safetensors({k: v.to(SHIP_DTYPE) for k, v in vae.state_dict().items()}, folder / DIFFUSERS_WEIGHTS,
+                     {"format": "pt"})
+    atomic_write(folder / "config.json", lambda tmp: Path(tmp).write_text(vae.to_json_string()))
     return {"trainer": trainer, "scaling_factor": scaling}
 
 
@@ -215,21 +219,26 @@ def motion_stage(cfg: MotionStage, out: Path, run: Path, resume: bool, progress:
 
     def check(trainer):
         unet.eval()
-        figures = held_out_check(AnimationPipeline(vae, text_encoder, unet, ddim, adapter), cfg.frames)
+        pipe = AnimationPipeline(vae, text_encoder, unet, ddim, adapter)
+        pipe.noise_share = cfg.noise_share
+        figures = held_out_check(pipe, cfg.frames)
         if adapter is not None:
             adapter.scale, adapter.enabled = cfg.adapter_scale, True
         unet.train()
-        history.append({"step": trainer.step, "loss": sum(trainer.losses[-50:]) / 50, **figures})
+        last = trainer.losses[-50:]
+        history.append({"step": trainer.step, "loss": sum(last) / len(last), **figures})
         print(f"step {trainer.step}: loss {history[-1]['loss']:.4f}, held-out direction "
               f"{figures['held_out_direction']:.2f}, colour {figures['color']:.2f}")
 
     trainer = stages.train_motion_module(unet, text_encoder, latents, captions, ddim, cfg, run,
                                          cfg.gradient_checkpointing, resume=resume, progress=progress,
-                                         on_checkpoint=check if cfg.check else None, text_dropout=cfg.text_dropout)
+                                         on_checkpoint=check if cfg.check else None, text_dropout=cfg.text_dropout,
+                                         noise_share=cfg.noise_share)
     if trainer.rank == 0:
         save_motion_module(unet, out / FILES["motion"], "official")
         (out / FILES["motion_config"]).write_text(json.dumps(
-            {"motion": motion, "frames": cfg.frames, "held_out": datasets.HELD_OUT, "config": asdict(cfg),
+            {"motion": motion, "frames": cfg.frames, "noise_share": cfg.noise_share, "held_out": datasets.HELD_OUT,
+             "config": asdict(cfg),
              "checks": history}, indent=2))
     return {"trainer": trainer, "clips": len(latents),
             "motion_parameters": sum(p.numel() for p in unet.motion_parameters())}
@@ -264,17 +273,25 @@ STAGES = {"vae": (vae_stage, VAEStage), "base": (base_stage, BaseStage), "outlin
 
 def run_stage(stage: str, config, out=CHECKPOINTS, resume: bool = False, progress: bool = True, run=None) -> None:
     """Train one stage. config: a yaml path or the stage's config dataclass. `out` holds the checkpoints the
-    stage starts from and receives what it trains; `run` (default runs/<stage>) its training checkpoints."""
+    stage starts from and receives what it trains; `run` its training checkpoints, by default
+    runs/<stage>-<config file's stem> (a dataclass: runs/<stage>-<hash of its fields but steps>). Inputs are
+    checked before any model loads; `resume` refuses a run folder saved with another config."""
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
     function, kind = STAGES[stage]
-    cfg = config if isinstance(config, TrainConfig) else load_config(config, kind)
-    out = Path(out)
+    where = "config" if isinstance(config, TrainConfig) else config
+    cfg = check_config(config if isinstance(config, TrainConfig) else load_config(config, kind), where)
+    out, run = Path(out), Path(run or default_run(stage, config, cfg))
+    check_stage_inputs(stage, cfg, out, where, {"targets": ADAPTER_TARGETS})
+    if resume:
+        check_resume(run, cfg, where)
+    elif (run / "trainer_state.pt").exists():
+        print(f"starting {run} over: its checkpoint is replaced at the first save (--resume would continue it)")
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     init_distributed()
     torch.manual_seed(cfg.seed)
-    numbers = function(cfg, out, Path(run or Path("runs") / stage), resume, progress)
+    numbers = function(cfg, out, run, resume, progress)
     if numbers is not None:
         name = f"motion-lora {cfg.camera}" if stage == "motion-lora" else stage
         report(name, out, started, **numbers)
