@@ -123,7 +123,7 @@ def test_official_to_ours_to_diffusers_to_ours_is_lossless(tmp_path):
     a = MotionUNet(CFG, TOY)
     load_motion_module(a, tmp_path / "mm.ckpt", verbose=False)
     save_motion_module(a, tmp_path / "adapter", format="diffusers")
-    adapter = MotionAdapter.from_pretrained(tmp_path / "adapter")  # diffusers itself reads it
+    adapter = MotionAdapter.from_pretrained(tmp_path / "adapter", local_files_only=True)  # diffusers itself reads it
     b = MotionUNet(CFG, TOY)
     assert load_motion_module(b, adapter.state_dict(), verbose=False) == "diffusers"
     c = MotionUNet(CFG, TOY)

@@ -34,5 +34,5 @@ def test_personalized_models_share_the_base_architecture():
 
 
 def test_missing_checkpoints_say_how_to_build_them(tmp_path):
-    with pytest.raises(FileNotFoundError, match="make checkpoints"):
+    with pytest.raises(FileNotFoundError, match=r"vae is missing: make it with `python -m minianimate train vae"):
         load_t2i("base", root=tmp_path)

@@ -84,7 +84,7 @@ def test_save_and_from_pretrained_round_trip_with_diffusers(tmp_path):
     for k, v in ref.state_dict().items():
         assert torch.equal(ours.state_dict()[k], v)
     ours.save_pretrained(tmp_path / "ours")
-    back = UNet2DConditionModel.from_pretrained(tmp_path / "ours")
+    back = UNet2DConditionModel.from_pretrained(tmp_path / "ours", local_files_only=True)
     assert json.loads((tmp_path / "ours" / "config.json").read_text())["_class_name"] == "UNet2DConditionModel"
     for k, v in ours.state_dict().items():
         assert torch.equal(back.state_dict()[k], v)
