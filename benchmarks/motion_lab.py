@@ -10,7 +10,8 @@ and the loss per timestep bin is measured with the motion modules on and zeroed 
     python benchmarks/motion_lab.py --table --out runs/lab       # the table of every arm run so far
 
 Clip latents are cached in `OUT/cache/` (rendering + encoding 2,000 clips takes minutes, once).
-Results: `OUT/ARM.json` per arm and `OUT/table.md`.
+Results: `OUT/ARM.json` per arm and `OUT/table.md`. The arms measured so far are kept in
+`benchmarks/results/motion_lab/` (copied from runs/lab).
 """
 import argparse
 import json
