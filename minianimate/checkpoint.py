@@ -124,7 +124,7 @@ def atomic_write(path, write) -> Path:
 
 def save_safetensors(state: dict, path, metadata: dict | None = None) -> Path:
     """Save a state dict of tensors as safetensors, atomically."""
-    state = {k: v.detach().contiguous() for k, v in state.items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     return atomic_write(path, lambda tmp: save_file(state, tmp, metadata=metadata))
 
 

@@ -4,8 +4,10 @@ Forward process: x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, abar_t = prod_{s
 DDIM reverses it in a few large steps: predict x_0 from the noise prediction, then move to x_{t'} along
 the predicted noise direction; eta = 0 is deterministic (an ODE-like walk), eta = 1 is DDPM-like.
 Defaults reproduce the Stable Diffusion 1.5 scheduler (scaled_linear betas 0.00085..0.012, steps_offset 1,
-"leading" spacing, abar at t < 0 = abar_0, no clipping).
+"leading" spacing, abar at t < 0 = abar_0, no clipping); `timestep_spacing` 'linspace' and 'trailing' are
+diffusers' other two (its AnimateDiff examples use 'linspace' with linear betas).
 """
+import numpy as np
 import torch
 
 
@@ -27,8 +29,10 @@ class DDIM:
     """Noise schedule + DDIM sampler. `add_noise` for training, `set_timesteps` + `step` for sampling."""
 
     def __init__(self, num_train_timesteps: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012,
-                 beta_schedule: str = "scaled_linear", steps_offset: int = 1):
-        self.num_train_timesteps = num_train_timesteps
+                 beta_schedule: str = "scaled_linear", steps_offset: int = 1, timestep_spacing: str = "leading"):
+        if timestep_spacing not in ("leading", "linspace", "trailing"):
+            raise ValueError(f"timestep_spacing {timestep_spacing!r} is not supported; use leading, linspace or trailing")
+        self.num_train_timesteps, self.timestep_spacing = num_train_timesteps, timestep_spacing
         self.beta_schedule, self.beta_start, self.beta_end = beta_schedule, beta_start, beta_end
         self.steps_offset = steps_offset
         self.betas = make_betas(beta_schedule, num_train_timesteps, beta_start, beta_end)
@@ -37,13 +41,18 @@ class DDIM:
         self.set_timesteps(50)
 
     def set_timesteps(self, num_inference_steps: int) -> torch.Tensor:
-        """Pick `num_inference_steps` evenly spaced ("leading") timesteps, high to low: (n,) int64."""
+        """Pick `num_inference_steps` evenly spaced timesteps (`timestep_spacing`), high to low: (n,) int64."""
         if not 0 < num_inference_steps <= self.num_train_timesteps:
             raise ValueError(f"num_inference_steps must be in 1..{self.num_train_timesteps}, "
                              f"got {num_inference_steps}")
-        self.num_inference_steps = num_inference_steps
-        ratio = self.num_train_timesteps // num_inference_steps
-        self.timesteps = (torch.arange(num_inference_steps) * ratio).flip(0) + self.steps_offset
+        self.num_inference_steps, n, T = num_inference_steps, num_inference_steps, self.num_train_timesteps
+        if self.timestep_spacing == "leading":
+            steps = (np.arange(n) * (T // n))[::-1] + self.steps_offset
+        elif self.timestep_spacing == "linspace":
+            steps = np.linspace(0, T - 1, n).round()[::-1]
+        else:  # trailing
+            steps = np.round(np.arange(T, 0, -T / n)) - 1
+        self.timesteps = torch.from_numpy(steps.astype(np.int64).copy())
         return self.timesteps
 
     def _abar(self, t, like: torch.Tensor) -> torch.Tensor:

@@ -89,6 +89,14 @@ class MotionUNet(UNet):
                               num_frames=f)
         return rearrange(out, "(b f) c h w -> b c f h w", f=f)
 
+    def enable_forward_chunking(self, chunk_size: int | None = 4096) -> "MotionUNet":
+        """Run each motion module's temporal transformer over `chunk_size` pixels at a time (None: all at
+        once): the same output, less peak memory for large frames (diffusers' name for the lever)."""
+        for module in self.modules():
+            if isinstance(module, MotionModule):
+                module.chunk = chunk_size
+        return self
+
     # --- the two halves: what stage 2 trains, and the image model it never changes ----------------
     def motion_parameters(self) -> list[nn.Parameter]:
         """The motion modules' parameters (the only ones trained in stage 2)."""

@@ -61,7 +61,7 @@ class MotionModule(nn.Module):
         super().__init__()
         if channels % heads:
             raise ValueError(f"{channels} channels cannot be split into {heads} motion-module heads")
-        self.max_frames = max_frames
+        self.max_frames, self.chunk = max_frames, None  # chunk: pixels per pass (`enable_forward_chunking`)
         self.norm = nn.GroupNorm(groups, channels, eps=1e-6)
         self.proj_in = nn.Linear(channels, channels)
         self.transformer_blocks = nn.ModuleList(
@@ -78,7 +78,12 @@ class MotionModule(nn.Module):
         height, width = x.shape[-2:]
         h = self.norm(rearrange(x, "(b f) c h w -> b c f h w", f=num_frames).contiguous())  # see test_bad_inputs
         h = self.proj_in(rearrange(h, "b c f h w -> (b h w) f c"))
-        for block in self.transformer_blocks:
-            h = block(h)  # attention over frames, at each pixel independently
+        h = torch.cat([self.temporal(part) for part in h.split(self.chunk)]) if self.chunk else self.temporal(h)
         h = self.proj_out(h)
         return x + rearrange(h, "(b h w) f c -> (b f) c h w", h=height, w=width)
+
+    def temporal(self, h: torch.Tensor) -> torch.Tensor:
+        """The temporal transformer: attention over frames, at each pixel independently. (N, F, C) -> (N, F, C)."""
+        for block in self.transformer_blocks:
+            h = block(h)
+        return h

@@ -21,8 +21,11 @@ from einops import rearrange
 from minianimate.autoencoder import decode, spatial_factor, to_uint8
 from minianimate.context import ContextWindows
 from minianimate.ddim import DDIM
+from minianimate.device import autocast, pick_device, pick_dtype
 from minianimate.inflation import MotionUNet
 from minianimate.lora import LoRA
+from minianimate.motion_io import load_motion_module
+from minianimate.pretrained import load_sd_folder, motion_config_of, save_pipeline
 from minianimate.sampling import frame_noise, sample
 from minianimate.unet import UNet
 
@@ -48,10 +51,25 @@ def parse_motion_lora(spec) -> tuple[str, float]:
 class ImagePipeline:
     """generate(prompts) -> uint8 images (B, H, W, 3): the text-to-image model AnimateDiff starts from."""
 
-    def __init__(self, vae, text_encoder: TextEncoder, unet: UNet, ddim: DDIM | None = None):
+    def __init__(self, vae, text_encoder: TextEncoder, unet: UNet, ddim: DDIM | None = None, device=None,
+                 dtype=None):
         self.vae, self.text_encoder, self.unet = vae, text_encoder, unet
         self.ddim = ddim or DDIM()  # Stable Diffusion 1.5's schedule unless told otherwise
-        self.factor = spatial_factor(vae)
+        self.factor, self.vae_batch = spatial_factor(vae), 64
+        self.to(device, dtype)
+
+    def to(self, device=None, dtype=None):
+        """Move the models to `device` ('auto': cuda, else mps, else cpu) and sample with `dtype` autocast
+        (float32, bfloat16, float16; weights stay float32; the VAE always decodes in float32)."""
+        self.device, self.dtype = pick_device(device), pick_dtype(dtype)
+        for model in (self.vae, self.text_encoder, self.unet):
+            model.to(self.device)
+        return self
+
+    def enable_vae_slicing(self, frames: int = 1):
+        """Decode `frames` images at a time (diffusers' name): less peak memory for long or large clips."""
+        self.vae_batch = frames
+        return self
 
     def latent_shape(self, batch: int, height: int | None, width: int | None, frames: int | None = None) -> tuple:
         """(B, C, h, w), or (B, C, F, h, w) for clips; height/width default to the UNet's sample size."""
@@ -70,13 +88,14 @@ class ImagePipeline:
         """The one generation path (images, clips, context windows): prompts -> latents of `shape`."""
         cond = self.text_encoder.encode_prompt(prompts)
         uncond = self.text_encoder.encode_prompt([negative_prompt] * len(prompts))
-        return sample(model, shape, cond, uncond, self.ddim, steps, guidance, seed, eta, latents, progress)
+        with autocast(self.device, self.dtype):
+            return sample(model, shape, cond, uncond, self.ddim, steps, guidance, seed, eta, latents, progress)
 
     def decode(self, latents: torch.Tensor) -> np.ndarray:
         """Latents (B, C, h, w) -> uint8 (B, H, W, 3); clips (B, C, F, h, w) -> (B, F, H, W, 3), frame by frame."""
         if latents.ndim == 4:
-            return to_uint8(decode(self.vae, latents))
-        frames = to_uint8(decode(self.vae, rearrange(latents, "b c f h w -> (b f) c h w")))
+            return to_uint8(decode(self.vae, latents, self.vae_batch))
+        frames = to_uint8(decode(self.vae, rearrange(latents, "b c f h w -> (b f) c h w"), self.vae_batch))
         return rearrange(frames, "(b f) h w c -> b f h w c", b=latents.shape[0])
 
     def generate(self, prompts, negative_prompt: str = "", steps: int = 25, guidance: float = 7.5, seed: int = 0,
@@ -93,13 +112,42 @@ class AnimationPipeline(ImagePipeline):
     """generate(prompt) -> uint8 video (F, H, W, 3); a list of prompts -> (B, F, H, W, 3)."""
 
     def __init__(self, vae, text_encoder: TextEncoder, unet: MotionUNet, ddim: DDIM | None = None,
-                 adapter: LoRA | None = None):
-        super().__init__(vae, text_encoder, unet, ddim)
+                 adapter: LoRA | None = None, device=None, dtype=None):
+        super().__init__(vae, text_encoder, unet, ddim, device, dtype)
         self.adapter, self.model, self._image_lora = adapter, "base", None
         self.motion_loras: dict[str, LoRA] = {}
         self.motion_lora_folder: Path | None = None  # where names like 'zoom-in' are looked up
         self.noise_share = 0.0  # default of `generate`: the noise prior the motion module was trained with
-        self._base_state = {k: v.clone() for k, v in unet.spatial_state_dict().items()}
+        self._base_state = {k: v.cpu().clone() for k, v in unet.spatial_state_dict().items()}
+
+    @classmethod
+    def from_pretrained(cls, folder, motion_module, personalized=None, image_lora=None, adapter=None,
+                        motion_loras=(), heads: int | None = None, device=None, dtype=None) -> "AnimationPipeline":
+        """Stable Diffusion 1.5 (a diffusers folder, `minianimate.pretrained`) + a motion module file or
+        MotionAdapter folder, then in the authors' load order: `personalized` (a DreamBooth UNet folder or an
+        image LoRA file, official or kohya), `image_lora` (a LoRA file on top), the domain `adapter` (a LoRA
+        file; its scale is `generate(adapter_scale=...)`), `motion_loras` (files, `path[:scale]`)."""
+        vae, text_encoder, unet, ddim = load_sd_folder(folder)
+        for name, path in [("motion_module", motion_module), ("personalized", personalized),
+                           ("image_lora", image_lora), ("adapter", adapter)]:
+            if path is not None and not Path(path).exists():
+                raise FileNotFoundError(f"{name} {path} not found; download it (see README, real weights) or leave it out")
+        model = MotionUNet.from_unet(unet, motion_config_of(motion_module, heads)).eval().requires_grad_(False)
+        load_motion_module(model, motion_module)
+        pipe = cls(vae, text_encoder, model, ddim, device=device, dtype=dtype)
+        if personalized is not None:
+            pipe.load_personalized(personalized)
+        if image_lora is not None:
+            LoRA.load(model, image_lora, name="image_lora").merge()
+        if adapter is not None:
+            pipe.adapter = LoRA.load(model, adapter, name="domain_adapter", scale=0.0).requires_grad_(False)
+        for spec in motion_loras:
+            pipe.load_motion_lora(*parse_motion_lora(spec))
+        return pipe
+
+    def save_pretrained(self, folder) -> Path:
+        """A diffusers `AnimateDiffPipeline` folder (`minianimate.pretrained.save_pipeline`)."""
+        return save_pipeline(self, folder)
 
     # --- what is plugged in -----------------------------------------------------------------------------
     def load_personalized(self, model="base", name: str | None = None) -> "AnimationPipeline":

@@ -36,9 +36,9 @@ def sample(model, shape: tuple, context: torch.Tensor, uncond: torch.Tensor | No
     both = torch.cat([uncond, context]) if guided else context
     for t in tqdm(ddim.timesteps, desc="denoising", disable=not progress, leave=False):
         if guided:
-            eps_uncond, eps_cond = model(torch.cat([x, x]), int(t), both).chunk(2)
+            eps_uncond, eps_cond = model(torch.cat([x, x]), int(t), both).to(x.dtype).chunk(2)
             eps = classifier_free_guidance(eps_uncond, eps_cond, guidance)
         else:
-            eps = model(x, int(t), both)
+            eps = model(x, int(t), both).to(x.dtype)
         x = ddim.step(eps, t, x, eta=eta, generator=generator)
     return x

@@ -18,7 +18,7 @@ from minianimate.ddim import DDIM
 from minianimate.inflation import MotionUNet
 from minianimate.lora import MOTION_ATTENTION, SPATIAL_ATTENTION, LoRA
 from minianimate.sampling import frame_noise
-from minianimate.trainer import Trainer, TrainConfig
+from minianimate.trainer import Trainer, TrainConfig, shard, train_device, world
 
 
 def diffusion_loss(unet, text_encoder, latents: torch.Tensor, captions: list[str], ddim: DDIM,
@@ -30,7 +30,9 @@ def diffusion_loss(unet, text_encoder, latents: torch.Tensor, captions: list[str
 
     offset_noise: a per-sample, per-channel constant added to the noise, so a model can learn images whose
     mean brightness is far from its training data's. noise_share: see `frame_noise` (clips only).
+    Under DDP the draws are those of the global batch (processes x batch) and this process keeps its `shard`.
     """
+    batch *= world()[1]
     idx = torch.randint(0, len(latents), (batch,), generator=generator)
     x0 = latents[idx]
     drop = torch.rand(batch, generator=generator) < text_dropout
@@ -39,8 +41,10 @@ def diffusion_loss(unet, text_encoder, latents: torch.Tensor, captions: list[str
     if offset_noise:
         noise = noise + offset_noise * torch.randn(*x0.shape[:2], *[1] * (x0.ndim - 2), generator=generator)
     t = torch.randint(0, ddim.num_train_timesteps, (batch,), generator=generator)
+    x0, noise, t, keep = shard(x0), shard(noise), shard(t), shard(torch.arange(batch)).tolist()
     device = next(unet.parameters()).device
-    eps = unet(ddim.add_noise(x0, noise, t).to(device), t.to(device), text_encoder.encode_prompt(prompts))
+    eps = unet(ddim.add_noise(x0, noise, t).to(device), t.to(device),
+               text_encoder.encode_prompt([prompts[i] for i in keep]))
     return F.mse_loss(eps, noise.to(device))
 
 
@@ -48,7 +52,11 @@ def fit(modules: dict, unet, text_encoder, latents, captions, ddim: DDIM, cfg: T
         resume: bool = False, progress: bool = True, on_checkpoint=None, desc: str = "train",
         **loss_options) -> Trainer:
     """Train `modules` (name -> nn.Module, what the checkpoints hold) on `diffusion_loss` of `unet`.
-    loss_options: text_dropout, offset_noise, noise_share. Returns the Trainer (losses, step, EMA)."""
+    loss_options: text_dropout, offset_noise, noise_share. Returns the Trainer (losses, step, EMA).
+    The models move to `cfg.device` first; the latents stay on the CPU and go over a batch at a time."""
+    device = train_device(cfg)
+    for module in (unet, text_encoder, *modules.values()):
+        module.to(device)
     trainer = Trainer(modules, cfg, run, params=params)
     if resume and trainer.resume():
         print(f"resumed from step {trainer.step} ({run})")

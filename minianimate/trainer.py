@@ -5,10 +5,13 @@ A stage supplies `loss_fn(step, generator) -> scalar loss` and the modules it tr
 an uninterrupted run would. Checkpoints are written atomically; a NaN/inf loss stops training before the
 optimizer touches the weights and leaves the last good checkpoint in place.
 
-Data-parallel training (DDP): launched with `torchrun --nproc_per_node N -m minianimate train ...`, every
-process runs the same loop on its own random batch (its generator is also seeded by its rank), gradients
-are averaged across processes (all-reduce) before each optimizer step, so all replicas stay equal; rank 0
-alone writes checkpoints and shows progress. The batch per step is N x `batch`.
+Data-parallel training: launched with `torchrun --nproc_per_node N -m minianimate train ...` (multi-node:
+`--nnodes`, `--rdzv-endpoint`), the loss runs inside torch's `DistributedDataParallel` (gloo on CPU, nccl on
+GPUs), which starts every replica from rank 0's weights and averages gradients in the backward pass. Each
+step draws one global batch of N x `batch` from the step's generator and every process takes its own
+slice of it (`shard`), so N processes train exactly as one process with batch N x `batch`; rank 0 alone
+writes checkpoints and shows progress. `cfg.device`/`cfg.dtype`: see `minianimate.device` (autocast, fp32
+master weights; float16 adds a gradient scaler).
 """
 import os
 import copy
@@ -21,9 +24,11 @@ import torch
 import torch.distributed as dist
 import yaml
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from minianimate.checkpoint import atomic_write, read_state_dict, save_safetensors, save_torch
+from minianimate.device import autocast, pick_device, pick_dtype
 
 
 @dataclass
@@ -40,6 +45,8 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 500
     log_every: int = 50
+    device: str = "auto"  # may change on --resume
+    dtype: str = "float32"  # or bfloat16 / float16 autocast
 
 
 def load_config(path, cls=TrainConfig):
@@ -58,11 +65,12 @@ def load_config(path, cls=TrainConfig):
 
 
 def check_resume(run, cfg, source="this config") -> None:
-    """A ValueError naming both if the config saved in the run folder `run` differs from `cfg` but in steps."""
+    """A ValueError naming both if the config saved in the run folder `run` differs from `cfg` but in steps
+    (and device)."""
     path, now = Path(run) / "config.json", json.loads(json.dumps(asdict(cfg)))
     saved = json.loads(path.read_text()) if path.exists() else now
     differ = [f"{k} {saved.get(k)!r} there, {now.get(k)!r} here" for k in sorted(set(saved) | set(now))
-              if k != "steps" and saved.get(k, ()) != now.get(k, ())]
+              if k not in ("steps", "device") and saved.get(k, ()) != now.get(k, ())]
     if differ:
         raise ValueError(f"cannot resume {run}: its config ({path}) differs from {source} in {'; '.join(differ[:4])}; "
                          f"only steps may change. Resume with that config, or train into another --run folder")
@@ -72,16 +80,24 @@ class NonFiniteLoss(RuntimeError):
     """Raised when the loss is NaN or inf; the last good checkpoint is left untouched."""
 
 
-def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
-    """The random stream of one training step (of one DDP process): the same for a resumed run and an
-    uninterrupted one."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + step + rank * 7_919_000_017)
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """The random stream of one training step: the same for a resumed run and an uninterrupted one, and for
+    every DDP process (each takes its `shard` of what it draws)."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
+def shard(x: torch.Tensor) -> torch.Tensor:
+    """This process's slice of a global batch (N x batch, ...) along dim 0; all of it without DDP."""
+    rank, n = world()
+    return x.chunk(n)[rank] if n > 1 else x
 
 
 def init_distributed() -> tuple[int, int]:
     """Join the process group when launched by torchrun (WORLD_SIZE > 1; gloo on CPU, nccl on GPUs).
     Returns (rank, world size); (0, 1) for a plain single process."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     return world()
 
@@ -91,6 +107,14 @@ def world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def train_device(cfg: TrainConfig) -> torch.device:
+    """cfg.device resolved; under torchrun on GPUs, this process's own GPU (LOCAL_RANK)."""
+    device = pick_device(cfg.device)
+    if device.type == "cuda" and world()[1] > 1:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
 
 
 def lr_factor(cfg: TrainConfig, step: int) -> float:
@@ -118,9 +142,8 @@ class Trainer:
         self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(cfg, s))
         self.rank, self.world = world()
-        if self.world > 1:  # every replica starts from rank 0's weights
-            for p in self.params:
-                dist.broadcast(p.data, 0)
+        self.device, self.dtype = train_device(cfg), pick_dtype(cfg.dtype)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         self.ema = {n: copy.deepcopy(m).requires_grad_(False) for n, m in modules.items()} if cfg.ema else None
         self.step, self.losses = 0, []
 
@@ -179,11 +202,16 @@ class Trainer:
     def fit(self, loss_fn, on_checkpoint=None, desc: str = "train", progress: bool = True) -> list[float]:
         """Run `loss_fn(step, generator)` until cfg.steps; return the loss curve."""
         cfg = self.cfg
+        objective = _Objective(self.modules, loss_fn)
+        if self.world > 1:  # broadcasts rank 0's weights now, averages gradients in every backward
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            objective = DistributedDataParallel(objective, device_ids=ids)
         bar = tqdm(range(self.step, cfg.steps), desc=desc, disable=not progress or self.rank != 0,
                    initial=self.step, total=cfg.steps)
         for step in bar:
             self.step = step
-            loss = loss_fn(step, step_generator(cfg.seed, step, self.rank))
+            with autocast(self.device, self.dtype):
+                loss = objective(step, step_generator(cfg.seed, step)).float()
             if self.world > 1:  # every replica must see a bad loss, or the others would wait forever
                 shared = loss.detach().clone()
                 dist.all_reduce(shared)
@@ -194,11 +222,11 @@ class Trainer:
                 raise NonFiniteLoss(f"loss is {shared.item()} at step {step}; stopped without saving (the last "
                                     f"good checkpoint in {self.out} is kept). Try a lower lr or check the data.")
             self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if self.world > 1:
-                self._average_gradients()
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.opt)
             torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
-            self.opt.step()
+            self.scaler.step(self.opt)
+            self.scaler.update()
             self.sched.step()
             if self.ema:
                 self._update_ema()
@@ -213,18 +241,19 @@ class Trainer:
         return self.losses
 
     @torch.no_grad()
-    def _average_gradients(self) -> None:
-        """All-reduce the mean gradient over the DDP processes (one flat buffer, one call)."""
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        dist.all_reduce(flat)
-        flat /= self.world
-        for p, g in zip(self.params, flat.split([g.numel() for g in grads])):
-            p.grad = g.view_as(p).clone()
-
-    @torch.no_grad()
     def _update_ema(self) -> None:
         decay = min(self.cfg.ema, (1 + self.step) / (10 + self.step))  # warm-up of the EMA
         for name, module in self.modules.items():
             for e, p in zip(self.ema[name].parameters(), module.parameters()):
                 e.lerp_(p, 1 - decay)
+
+
+class _Objective(nn.Module):
+    """The trained modules and the loss as one module, the form `DistributedDataParallel` wraps."""
+
+    def __init__(self, modules: dict, loss_fn):
+        super().__init__()
+        self.parts, self.loss_fn = nn.ModuleDict(modules), loss_fn
+
+    def forward(self, step: int, generator: torch.Generator) -> torch.Tensor:
+        return self.loss_fn(step, generator)

@@ -368,5 +368,6 @@ class UNet(nn.Module):
         path.mkdir(parents=True, exist_ok=True)
         config = {"_class_name": "UNet2DConditionModel", **self.config}
         (path / "config.json").write_text(json.dumps(config, indent=2))
-        state = {k: v.to(dtype) if dtype else v for k, v in self.state_dict().items()}
+        state = {k: v.to(dtype) if dtype else v for k, v in self.state_dict().items()
+                 if "motion_modules." not in k}  # a MotionUNet writes its image UNet
         save_safetensors(state, path / "diffusion_pytorch_model.safetensors")

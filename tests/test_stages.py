@@ -1,5 +1,6 @@
 """The training stages: held-out data, the clip loss, the noise prior, resume, gradient checkpointing, typed
 configs and DDP (2 gloo processes)."""
+import math
 import os
 import socket
 
@@ -12,7 +13,7 @@ from minianimate.ddim import DDIM
 from minianimate.inflation import MotionUNet
 from minianimate.toy.text_encoder import ToyTextEncoder
 from minianimate.sampling import frame_noise
-from minianimate.stages import diffusion_loss
+from minianimate.stages import diffusion_loss, fit
 from minianimate.toy.datasets import HELD_OUT, LORA_HELD_OUT, clip_set, combos, reference_set
 from minianimate.trainer import TrainConfig, Trainer, load_config
 
@@ -132,33 +133,44 @@ def test_a_config_key_the_stage_does_not_know_is_an_error(tmp_path):
     assert (cfg.steps, cfg.clips, cfg.frames) == (3, 4, 16)
 
 
+def _ddp_train(out, batch, seed=0):
+    """3 steps of the tiny motion stage (batch per process); returns (motion weights, losses)."""
+    unet, _ = tiny_stage(seed=seed)
+    torch.manual_seed(0)  # the frozen text encoder is the same everywhere (as a loaded one would be)
+    encoder = ToyTextEncoder(dim=16, layers=1, heads=2).requires_grad_(False)
+    latents = torch.randn(8, 4, 4, 8, 8, generator=torch.Generator().manual_seed(1)).cumsum(2) / 2
+    cfg = TrainConfig(steps=3, batch=batch, lr=1e-3, warmup=1, checkpoint_every=3, log_every=1, device="cpu")
+    trainer = fit({"unet": unet}, unet, encoder, latents, CAPTIONS, DDIM(beta_schedule="linear"), cfg, out,
+                  params=unet.motion_parameters(), progress=False)
+    return [p.detach().clone() for p in unet.motion_parameters()], trainer.losses
+
+
 def _ddp_worker(rank, world, port, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
     torch.set_num_threads(1)
     from minianimate.trainer import init_distributed
 
     assert init_distributed() == (rank, world)
-    unet, loss = tiny_stage(seed=rank)  # different initial weights: the Trainer broadcasts rank 0's
-    cfg = TrainConfig(steps=3, batch=2, lr=1e-3, warmup=1, checkpoint_every=3, log_every=1)
-    trainer = Trainer({"unet": unet}, cfg, out, params=unet.motion_parameters())
-    trainer.fit(loss, progress=False)
-    torch.save({"weights": [p.detach() for p in unet.motion_parameters()], "losses": trainer.losses},
-               f"{out}/rank{rank}.pt")
+    weights, losses = _ddp_train(out, batch=2, seed=rank)  # other initial weights on rank 1: DDP broadcasts rank 0's
+    torch.save({"weights": weights, "losses": losses}, f"{out}/rank{rank}.pt")
     torch.distributed.destroy_process_group()
 
 
-def test_ddp_two_gloo_processes_keep_equal_replicas(tmp_path):
+def test_ddp_two_gloo_processes_train_as_one_process_with_the_doubled_batch(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mp.spawn(_ddp_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
-    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
-    assert r0["losses"] == r1["losses"], "the logged loss is the mean over replicas"
+    mp.spawn(_ddp_worker, args=(2, port, str(tmp_path / "ddp")), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / "ddp" / f"rank{r}.pt") for r in (0, 1))
     for a, b in zip(r0["weights"], r1["weights"]):
-        assert torch.equal(a, b)
+        assert torch.equal(a, b), "replicas stay equal"
+    assert (tmp_path / "ddp" / "weights.safetensors").exists()  # rank 0 wrote the checkpoint
+    single, losses = _ddp_train(tmp_path / "single", batch=4)
     fresh, _ = tiny_stage(seed=0)
-    assert any(not torch.equal(a, b) for a, b in zip(r0["weights"], fresh.motion_parameters())), "it trained"
-    assert (tmp_path / "weights.safetensors").exists()  # rank 0 wrote the checkpoint
+    assert any(not torch.equal(a, b) for a, b in zip(single, fresh.motion_parameters())), "it trained"
+    for a, b in zip(r0["weights"], single):  # fp32 sums in another order; Adam's g / sqrt(v) turns the rounding
+        torch.testing.assert_close(a, b, rtol=0, atol=5e-5)  # of near-zero gradients into steps of up to ~lr
+    assert r0["losses"] == pytest.approx(losses, rel=1e-4), "the logged loss is the mean over the global batch"
 
 
 # --- stage 3: MotionLoRA -----------------------------------------------------------------------------
@@ -223,3 +235,49 @@ def test_motion_lora_references_zoom_and_leave_out_held_out_prompts():
     assert not {tuple(sw.parse_caption(c).values())[:2] for c in captions} & set(LORA_HELD_OUT)
     assert all(sw.parse_caption(c)["direction"] is None for c in captions)
     assert metrics.zoom_accuracy(clips, ["zoom-in"] * len(clips)) == 1.0
+
+
+def test_the_shards_of_a_global_batch_average_to_its_gradient(monkeypatch):
+    import minianimate.stages as stages_module
+    import minianimate.trainer as trainer_module
+    from minianimate.trainer import step_generator
+
+    unet, _ = tiny_stage()
+    encoder = ToyTextEncoder(dim=16, layers=1, heads=2).requires_grad_(False)
+    latents = torch.randn(8, 4, 4, 8, 8, generator=torch.Generator().manual_seed(1)).cumsum(2) / 2
+
+    def gradients(rank, world, batch):
+        monkeypatch.setattr(trainer_module, "world", lambda: (rank, world))
+        monkeypatch.setattr(stages_module, "world", lambda: (rank, world))
+        unet.zero_grad()
+        diffusion_loss(unet, encoder, latents, CAPTIONS, DDIM(beta_schedule="linear"), step_generator(0, 0),
+                       batch).backward()
+        return [p.grad.clone() for p in unet.motion_parameters()]
+
+    whole = gradients(0, 1, 4)
+    halves = [gradients(rank, 2, 2) for rank in (0, 1)]
+    for g, a, b in zip(whole, *halves):
+        torch.testing.assert_close((a + b) / 2, g, rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_mixed_precision_training_keeps_fp32_master_weights(tmp_path, dtype):
+    unet, loss = tiny_stage()
+    cfg = TrainConfig(steps=2, batch=2, lr=1e-3, warmup=1, checkpoint_every=2, device="cpu", dtype=dtype)
+    before = [p.detach().clone() for p in unet.motion_parameters()]
+    trainer = Trainer({"unet": unet}, cfg, tmp_path, params=unet.motion_parameters())
+    losses = trainer.fit(loss, progress=False)
+    assert len(losses) == 2 and all(map(math.isfinite, losses))
+    assert all(p.dtype == torch.float32 for p in unet.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, unet.motion_parameters()))
+
+
+def test_an_unknown_device_or_dtype_is_a_clear_error():
+    from minianimate.device import pick_device, pick_dtype
+
+    with pytest.raises(ValueError, match="dtype 'float8' is not supported; use one of float32, bfloat16, float16"):
+        pick_dtype("float8")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU; use --device cpu"):
+            pick_device("cuda")
+    assert pick_device("cpu") == torch.device("cpu")

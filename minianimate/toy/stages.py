@@ -22,7 +22,7 @@ from minianimate.checkpoint import DIFFUSERS_WEIGHTS, atomic_write, save_safeten
 from minianimate.lora import RESNET_CONVS, SPATIAL_ALL, SPATIAL_ATTENTION, LoRA
 from minianimate.motion_io import load_motion_module, save_motion_module
 from minianimate.pipeline import AnimationPipeline
-from minianimate.trainer import Trainer, TrainConfig, check_resume, init_distributed, load_config
+from minianimate.trainer import Trainer, TrainConfig, check_resume, init_distributed, load_config, train_device
 from minianimate.unet import UNet
 from minianimate.toy import datasets
 from minianimate.toy.evaluation import held_out_check
@@ -111,14 +111,14 @@ def report(stage: str, out: Path, started: float, trainer=None, **numbers) -> No
 
 
 def vae_stage(cfg: VAEStage, out: Path, run: Path, resume: bool, progress: bool):
-    vae = make_vae()
+    vae = make_vae().to(train_device(cfg))
     data = to_tensor(render_mix(cfg.pool, cfg.seed))  # (pool, 3, 64, 64)
     trainer = Trainer({"vae": vae}, cfg, run)
     if resume and trainer.resume():
         print(f"resumed from step {trainer.step} ({run})")
     trainer.fit(lambda step, g: vae_loss(vae, data, g, cfg.batch, cfg.crop, cfg.kl_weight), desc="vae",
                 progress=progress)
-    scaling = set_scaling_factor(vae, data)
+    scaling = set_scaling_factor(vae.cpu(), data)
     folder = out / FILES["vae"]  # a diffusers folder, written atomically (`save_pretrained` would not)
     save_safetensors({k: v.to(SHIP_DTYPE) for k, v in vae.state_dict().items()}, folder / DIFFUSERS_WEIGHTS,
                      {"format": "pt"})

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from minianimate.trainer import shard, world
 from minianimate.toy import shapeworld as sw
 
 VAE_CONFIG = dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(32, 64, 64),
@@ -55,10 +56,11 @@ def vae_loss(vae, data: torch.Tensor, generator: torch.Generator, batch: int, cr
 
     The VAE is convolutional, so it trains on random `crop` x `crop` patches (4x cheaper at 32) and then
     runs on whole 64x64 frames."""
-    x = data[torch.randint(0, len(data), (batch,), generator=generator)]
+    x = data[shard(torch.randint(0, len(data), (batch * world()[1],), generator=generator))]  # DDP: own slice
     if crop < x.shape[-1]:
         top, left = (int(v) for v in torch.randint(0, x.shape[-1] - crop + 1, (2,), generator=generator) // 4 * 4)
         x = x[..., top:top + crop, left:left + crop]  # 4-aligned, so latents line up with the full frame
+    x = x.to(next(vae.parameters()).device)
     posterior = vae.encode(x).latent_dist
     recon = vae.decode(posterior.sample(generator=generator)).sample
     return F.mse_loss(recon, x) + 0.1 * F.l1_loss(recon, x) + kl_weight * posterior.kl().mean()
