@@ -244,10 +244,10 @@ import os, signal, sys, torch
 import minianimate.checkpoint as checkpoint, minianimate.trainer as trainer
 torch.set_num_threads({threads})
 step_generator, save_file, saves = trainer.step_generator, checkpoint.save_file, []
-def killing_step_generator(seed, step, rank=0):
+def killing_step_generator(seed, step):
     if "{where}" == "between checkpoints" and step == 3:
         os.kill(os.getpid(), signal.SIGKILL)
-    return step_generator(seed, step, rank)
+    return step_generator(seed, step)
 def killing_save_file(state, path, metadata=None):
     saves.append(path)
     if "{where}" == "while writing a checkpoint" and len(saves) == 2:  # the weights of step 4

@@ -190,3 +190,21 @@ def test_bad_inputs_and_configs_are_clear():
         MotionUNet(CFG, "v4")
     with pytest.raises(ValueError, match="unknown motion config fields"):
         MotionUNet(CFG, {"heads": 2, "frames": 3})
+
+
+def test_forward_chunking_gives_the_same_output_with_less_at_once():
+    from minianimate import MotionUNet
+
+    config = dict(sample_size=8, block_out_channels=(16, 32), layers_per_block=1, attention_head_dim=2,
+                  down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                  up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=16, norm_num_groups=8)
+    torch.manual_seed(0)
+    unet = MotionUNet(config, dict(heads=2, max_frames=8, mid_block=True)).eval()
+    for p in unet.motion_parameters():
+        torch.nn.init.normal_(p, 0, 0.1)
+    x, context = torch.randn(2, 4, 5, 8, 8), torch.randn(2, 3, 16)
+    with torch.no_grad():
+        whole = unet(x, 10, context)
+        chunked = unet.enable_forward_chunking(7)(x, 10, context)  # 7 does not divide the 2*8*8 pixels
+    assert all(m.chunk == 7 for m in unet.modules() if hasattr(m, "temporal"))
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-5)

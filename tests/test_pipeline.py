@@ -114,3 +114,25 @@ def test_context_windows_equal_the_plain_path_when_the_window_covers_the_clip():
         framewise = lambda x, t, c: x * 2 + c.unflatten(0, (x.shape[0], -1)).mean((2, 3))[:, None, :, None, None]  # noqa
         x, ctx = torch.randn(2, 4, 20, 2, 2), torch.randn(40, 3, 5)
         torch.testing.assert_close(ContextWindows(framewise, 8, 3)(x, 0, ctx), framewise(x, 0, ctx))
+
+
+def test_vae_slicing_decodes_the_same_frames(pipe):
+    kwargs = dict(frames=4, steps=2, seed=3, progress=False)
+    whole = pipe.generate("a red circle moving left", **kwargs)
+    try:
+        sliced = pipe.enable_vae_slicing(1).generate("a red circle moving left", **kwargs)
+    finally:
+        pipe.vae_batch = 64
+    assert np.abs(sliced.astype(int) - whole.astype(int)).max() <= 1
+
+
+def test_bfloat16_sampling_stays_close_to_float32(pipe):
+    """Autocast on the CPU: the same code path a GPU takes with --dtype bfloat16; the seed gives the same noise."""
+    kwargs = dict(frames=4, steps=2, seed=3, progress=False)
+    full = pipe.generate("a red circle moving left", **kwargs)
+    try:
+        half = pipe.to("cpu", "bfloat16").generate("a red circle moving left", **kwargs)
+    finally:
+        pipe.to("cpu", "float32")
+    assert half.shape == full.shape and all(p.dtype == torch.float32 for p in pipe.unet.parameters())
+    assert np.abs(half.astype(float) - full.astype(float)).mean() < 8

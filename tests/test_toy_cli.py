@@ -17,6 +17,10 @@ def run(*args, cwd=None):
     return result.stdout
 
 
+def fails(*args):
+    return subprocess.run([sys.executable, "-m", "minianimate", *args], capture_output=True, text=True)
+
+
 @pytest.mark.parametrize("suffix", [".gif", ".png", ".mp4"])
 def test_generate_writes_the_animation(tmp_path, suffix):
     out = tmp_path / f"clip{suffix}"
@@ -107,3 +111,32 @@ def test_plug_and_play_swaps_only_spatial_weights():
     assert all(torch.equal(v, base[k]) for k, v in pipe.unet.spatial_state_dict().items())
     video = pipe.generate("a red circle moving left", frames=4, steps=2, progress=False)
     assert video.shape == (4, 64, 64, 3) and video.dtype == np.uint8
+
+
+def test_convert_takes_the_shipped_motion_module_to_diffusers_and_back(tmp_path):
+    from diffusers import MotionAdapter
+    from safetensors.torch import load_file
+
+    from minianimate.motion_io import official_to_diffusers
+    from minianimate.toy.models import CHECKPOINTS, FILES
+
+    shipped = CHECKPOINTS / FILES["motion"]
+    run("convert", str(shipped), str(tmp_path / "adapter"), "--to", "diffusers", "--groups", "16")
+    adapter = MotionAdapter.from_pretrained(tmp_path / "adapter")  # diffusers reads it
+    assert adapter.config.motion_num_attention_heads == 4  # from motion_module.json beside the shipped file
+    again = tmp_path / "again.safetensors"
+    run("convert", str(tmp_path / "adapter"), str(again), "--to", "official")
+    original, back = load_file(shipped), load_file(again)
+    assert set(back) == set(original)
+    assert all(torch.equal(back[k], original[k]) for k in original)
+    assert {official_to_diffusers(k) for k in original} == set(adapter.state_dict()) - {
+        k for k in adapter.state_dict() if k.endswith(".pe")}
+    result = fails("convert", str(shipped), str(tmp_path / "adapter"), "--to", "diffusers")
+    assert result.returncode == 2 and "exists; remove it or add --overwrite" in result.stderr
+
+
+def test_a_device_this_machine_lacks_is_a_one_line_error():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    result = fails("generate", "--prompt", "a red circle moving left", "--device", "cuda", "--out", "x.gif")
+    assert result.returncode == 2 and "no CUDA GPU; use --device cpu" in result.stderr

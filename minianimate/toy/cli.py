@@ -6,46 +6,11 @@ before any model loads: a wrong one, or a missing or damaged file, ends in one l
 status 2 (`--debug` shows the traceback instead).
 """
 import argparse
-import math
 import sys
 from pathlib import Path
 
-
-class UsageError(Exception):
-    """A bad command line: argparse's complaint, raised instead of printed with the usage."""
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UsageError(message.replace("argument ", "", 1))
-
-
-def count(low: int = 1, high: int | None = None):
-    """An argparse type: a whole number in [low, high]."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < low or (high is not None and value > high):
-            raise argparse.ArgumentTypeError(f"must be >= {low}" + (f" and <= {high}" if high else "") +
-                                             f", got {value}")
-        return value
-    return parse
-
-
-def number(low: float | None = None):
-    """An argparse type: a finite number >= low."""
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not math.isfinite(value) or (low is not None and value < low):
-            raise argparse.ArgumentTypeError("must be a finite number" + (f" >= {low:g}" if low is not None else "")
-                                             + f", got {text}")
-        return value
-    return parse
+from minianimate.device import pick_device
+from minianimate.toy.cli_args import Parser, UsageError, count, number, out_file, out_folder, precision
 
 
 # --- checks that need the checkpoint folder (cheap: no model is loaded) --------------------------------------
@@ -67,22 +32,6 @@ def check_prompts(root: Path, *prompts: str) -> None:
     WordTokenizer(VOCAB, read_json(shipped("text_encoder", root) / "config.json")["max_len"])(list(prompts))
 
 
-def out_file(out: str, suffixes: tuple, what: str) -> Path:
-    path = Path(out)
-    if path.suffix.lower() not in suffixes:
-        raise ValueError(f"--out must end in {what}, got {out}")
-    if path.is_dir():
-        raise ValueError(f"--out {out} is a folder; give a file name ending in {what}")
-    return path
-
-
-def out_folder(out: str) -> Path:
-    path = Path(out)
-    if path.exists() and not path.is_dir():
-        raise NotADirectoryError(f"--out {out} is a file; give a folder")
-    return path
-
-
 # --- the commands: check everything, then load and work ------------------------------------------------------
 def _make_data(args):
     from minianimate.toy.datasets import write_dataset
@@ -101,8 +50,9 @@ def _train(args):
         raise ValueError(f"{args.config} is not one of {shipped_configs}, and its result would replace the shipped "
                          f"checkpoints in {CHECKPOINTS}: give --out DIR (a copy of that folder), or --out "
                          f"{CHECKPOINTS} to mean it")
+    pick_device(args.device)
     run_stage(args.stage, args.config, out=out_folder(args.out) if args.out else CHECKPOINTS, resume=args.resume,
-              run=args.run)
+              run=args.run, device=args.device, dtype=args.dtype)
 
 
 def _sample_images(args):
@@ -114,7 +64,7 @@ def _sample_images(args):
     check_personalized(args.model, root, lora_ok=False)
     out = out_folder(args.out)
 
-    model = load_t2i(args.model, root)
+    model = load_t2i(args.model, root).to(pick_device(args.device), args.dtype)
     images = model.generate([args.prompt] * args.n, steps=args.steps, guidance=args.guidance, seed=args.seed,
                             progress=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -143,11 +93,12 @@ def _generate(args):
     if args.adapter_scale and not (root / FILES["adapter"]).is_file():
         raise FileNotFoundError(f"--adapter-scale {args.adapter_scale:g}: {root} has no {FILES['adapter']}")
     loras = [check_motion_lora(spec, root) for spec in args.motion_lora]
+    device = pick_device(args.device)
 
     from minianimate.toy.models import load_pipeline
     from minianimate.video_io import contact_sheet, write_png, write_video
 
-    pipe = load_pipeline(model=args.model, root=root)
+    pipe = load_pipeline(model=args.model, root=root, device=device, dtype=args.dtype)
     video = pipe.generate(args.prompt, negative_prompt=args.negative_prompt, frames=args.frames, steps=args.steps,
                           guidance=args.guidance, seed=args.seed, adapter_scale=args.adapter_scale,
                           motion_loras=loras, context=args.context, overlap=args.overlap)
@@ -178,10 +129,20 @@ def _demo(args):
 
     root = checkpoints(args, "vae", "text_encoder", "base", "motion", "motion_config", "outlined", "pastel",
                        "adapter")
-    out = out_folder(args.out)
+    out, device = out_folder(args.out), pick_device(args.device)
     from minianimate.toy.demo import run_demo
 
-    run_demo(out, **({} if root == CHECKPOINTS else {"root": root}))
+    run_demo(out, root=root, device=device, dtype=args.dtype)
+
+
+def _convert(args):
+    from minianimate.pretrained import convert_motion_module
+
+    if not Path(args.source).exists():
+        raise FileNotFoundError(f"{args.source} not found: give a motion-module file or MotionAdapter folder")
+    if Path(args.out).exists() and not args.overwrite:
+        raise FileExistsError(f"{args.out} exists; remove it or add --overwrite")
+    print(f"wrote {convert_motion_module(args.source, args.out, args.to, args.heads, args.groups)}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -210,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace the dataset already in --out")
 
     p = command("train", _train, "train a stage: vae, base, outlined, pastel (toy T2I), adapter, motion, motion-lora")
+    precision(p)
     p.add_argument("stage")
     p.add_argument("--config", required=True, help="yaml file (see configs/)")
     p.add_argument("--out", default=None, metavar="DIR", help="checkpoint folder the stage starts from and exports "
@@ -220,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "saved with another config)")
 
     p = command("sample-images", _sample_images, "images from the shipped toy text-to-image models")
+    precision(p)
     p.add_argument("--model", default="base", help="base, outlined, pastel or a diffusers UNet folder")
     p.add_argument("--prompt", required=True)
     p.add_argument("--n", type=count(1), default=8)
@@ -231,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoints", **where)
 
     p = command("generate", _generate, "text -> animation with the shipped toy models and motion module")
+    precision(p)
     p.add_argument("--prompt", required=True, help="e.g. 'a red circle moving left'")
     p.add_argument("--negative-prompt", default="")
     p.add_argument("--model", default="base", help="base, outlined, pastel, a diffusers UNet folder or a LoRA file")
@@ -255,8 +219,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoints", **where)
 
     p = command("demo", _demo, "the main job on the shipped checkpoints (what `make demo` runs)")
+    precision(p)
     p.add_argument("--out", default="outputs", help="folder for figures and animations")
     p.add_argument("--checkpoints", **where)
+    p = command("convert", _convert, "a motion module to diffusers (MotionAdapter folder) or official (.ckpt)")
+    p.add_argument("source", help="motion-module file (.ckpt/.safetensors) or MotionAdapter folder")
+    p.add_argument("out", help="output folder (--to diffusers) or .ckpt/.safetensors file (--to official)")
+    p.add_argument("--to", choices=["diffusers", "official"], required=True)
+    p.add_argument("--heads", type=count(1), default=None, help="attention heads, if no json beside it says (default 8)")
+    p.add_argument("--groups", type=count(1), default=None, help="GroupNorm groups (default 32, SD1.5's)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     return parser
 
 

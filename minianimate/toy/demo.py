@@ -31,12 +31,13 @@ def every_third_frame(clips: np.ndarray) -> np.ndarray:
     return contact_sheet(rearrange(frames, "n f h w c -> (n f) h w c"), columns=frames.shape[1])
 
 
-def run_demo(out: str = "outputs", steps: int = 25, per_row: int = 4, root=CHECKPOINTS) -> None:
+def run_demo(out: str = "outputs", steps: int = 25, per_row: int = 4, root=CHECKPOINTS, device=None,
+             dtype=None) -> None:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     started = time.time()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    pipe = load_pipeline(root=root)
+    pipe = load_pipeline(root=root, device=device, dtype=dtype)
     sheets = []
     for model in ("base", "outlined", "pastel"):
         load_personalized(pipe, model, root)

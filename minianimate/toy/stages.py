@@ -10,7 +10,7 @@ minianimate loads; minutes and final loss go to `training_log.json` there.
 """
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -271,7 +271,8 @@ STAGES = {"vae": (vae_stage, VAEStage), "base": (base_stage, BaseStage), "outlin
           "motion": (motion_stage, MotionStage), "motion-lora": (motion_lora_stage, MotionLoRAStage)}
 
 
-def run_stage(stage: str, config, out=CHECKPOINTS, resume: bool = False, progress: bool = True, run=None) -> None:
+def run_stage(stage: str, config, out=CHECKPOINTS, resume: bool = False, progress: bool = True, run=None,
+              device=None, dtype=None) -> None:
     """Train one stage. config: a yaml path or the stage's config dataclass. `out` holds the checkpoints the
     stage starts from and receives what it trains; `run` its training checkpoints, by default
     runs/<stage>-<config file's stem> (a dataclass: runs/<stage>-<hash of its fields but steps>). Inputs are
@@ -281,6 +282,7 @@ def run_stage(stage: str, config, out=CHECKPOINTS, resume: bool = False, progres
     function, kind = STAGES[stage]
     where = "config" if isinstance(config, TrainConfig) else config
     cfg = check_config(config if isinstance(config, TrainConfig) else load_config(config, kind), where)
+    cfg = replace(cfg, **{k: v for k, v in dict(device=device, dtype=dtype).items() if v})  # --device, --dtype
     out, run = Path(out), Path(run or default_run(stage, config, cfg))
     check_stage_inputs(stage, cfg, out, where, {"targets": ADAPTER_TARGETS})
     if resume:

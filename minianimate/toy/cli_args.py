@@ -1,0 +1,68 @@
+"""The command line's argument types and checks: whole numbers, finite numbers, output paths, device/dtype.
+Each turns a bad value into one line that says what was wrong (see `minianimate.toy.cli`)."""
+import argparse
+import math
+from pathlib import Path
+
+from minianimate.device import DTYPES
+
+
+class UsageError(Exception):
+    """A bad command line: argparse's complaint, raised instead of printed with the usage."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(message.replace("argument ", "", 1))
+
+
+def count(low: int = 1, high: int | None = None):
+    """An argparse type: a whole number in [low, high]."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be >= {low}" + (f" and <= {high}" if high else "") +
+                                             f", got {value}")
+        return value
+    return parse
+
+
+def number(low: float | None = None):
+    """An argparse type: a finite number >= low."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or (low is not None and value < low):
+            raise argparse.ArgumentTypeError("must be a finite number" + (f" >= {low:g}" if low is not None else "")
+                                             + f", got {text}")
+        return value
+    return parse
+
+
+def out_file(out: str, suffixes: tuple, what: str) -> Path:
+    path = Path(out)
+    if path.suffix.lower() not in suffixes:
+        raise ValueError(f"--out must end in {what}, got {out}")
+    if path.is_dir():
+        raise ValueError(f"--out {out} is a folder; give a file name ending in {what}")
+    return path
+
+
+def out_folder(out: str) -> Path:
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"--out {out} is a file; give a folder")
+    return path
+
+
+def precision(parser) -> None:
+    """--device and --dtype (`minianimate.device`)."""
+    parser.add_argument("--device", default=None, help="auto (the default: cuda, else mps, else cpu), cpu, cuda, "
+                                                       "cuda:1, mps")
+    parser.add_argument("--dtype", choices=list(DTYPES), default=None,
+                        help="float32 (default), or bfloat16/float16 autocast on a GPU (weights stay float32)")
