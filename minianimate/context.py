@@ -42,7 +42,8 @@ class ContextWindows:
     """Wraps a clip model (x (B, C, F, H, W), t, context) -> eps so that it runs window by window.
 
     context: one prompt per clip (B, L, D) or per frame (B*F, L, D) (prompt travel): then each window
-    gets its frames' prompts. With `window >= F` it calls the model once, unchanged.
+    gets its frames' prompts; keyword inputs that are clips (B, C, F, H, W) are cut to the window's frames too.
+    With `window >= F` it calls the model once, unchanged.
     """
 
     def __init__(self, model, window: int = 16, overlap: int = 4, fuse: str = "pyramid"):
@@ -63,7 +64,8 @@ class ContextWindows:
             ctx = context
             if per_frame:  # the window's frames' prompts
                 ctx = rearrange(rearrange(context, "(b f) l d -> b f l d", b=b)[:, idx], "b f l d -> (b f) l d")
-            eps = self.model(x[:, :, idx], t, ctx, **kwargs)
+            clips = {k: v[:, :, idx] if torch.is_tensor(v) and v.ndim == 5 else v for k, v in kwargs.items()}
+            eps = self.model(x[:, :, idx], t, ctx, **clips)  # per-frame inputs (ControlNet conditions) follow
             out[:, :, idx] += eps * rearrange(weights, "f -> 1 1 f 1 1")
             total[idx] += weights
         return out / rearrange(total, "f -> 1 1 f 1 1")

@@ -11,6 +11,7 @@ latent scaling from the VAE's (`minianimate.autoencoder`), the text encoder is a
     pipe = AnimationPipeline(vae, text_encoder, motion_unet, DDIM(beta_schedule="linear"))
     video = pipe.generate("a red circle moving left", frames=16, seed=0)   # uint8 (16, H, W, 3)
 """
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
@@ -20,6 +21,7 @@ from einops import rearrange
 
 from minianimate.autoencoder import decode, spatial_factor, to_uint8
 from minianimate.context import ContextWindows
+from minianimate.controlnet import ControlledUNet
 from minianimate.ddim import DDIM
 from minianimate.device import autocast, pick_device, pick_dtype
 from minianimate.inflation import MotionUNet
@@ -41,11 +43,15 @@ def parse_motion_lora(spec) -> tuple[str, float]:
     """`zoom-in`, `zoom-in:0.8`, `path/to/file.safetensors:0.5` or (name, scale) -> (name, scale)."""
     if isinstance(spec, (tuple, list)):
         return str(spec[0]), float(spec[1])
-    name, _, scale = str(spec).rpartition(":") if ":" in str(spec) else (spec, "", "1")
+    if ":" not in str(spec):
+        return str(spec), 1.0
+    name, _, scale = str(spec).rpartition(":")
     try:
         return name, float(scale)
-    except ValueError:
-        raise ValueError(f"bad MotionLoRA spec {spec!r}: expected NAME_OR_PATH[:SCALE], e.g. zoom-in:0.8") from None
+    except ValueError:  # no scale: fine if the colon belongs to a path (C:\\models\\zoom.ckpt)
+        if not name or not any(sep in scale for sep in "/\\"):
+            raise ValueError(f"bad MotionLoRA spec {spec!r}: expected NAME_OR_PATH[:SCALE], e.g. zoom-in:0.8") from None
+        return str(spec), 1.0
 
 
 class ImagePipeline:
@@ -56,9 +62,12 @@ class ImagePipeline:
         self.vae, self.text_encoder, self.unet = vae, text_encoder, unet
         self.ddim = ddim or DDIM()  # Stable Diffusion 1.5's schedule unless told otherwise
         self.factor, self.vae_batch = spatial_factor(vae), 64
-        self.to(device, dtype)
+        self.controlnet = None  # a ControlNet of this UNet, for `generate(control=...)`
+        self.device, self.dtype = next(unet.parameters()).device, torch.float32  # the models stay where they are
+        if device is not None or dtype is not None:
+            self.to(device or self.device, dtype)
 
-    def to(self, device=None, dtype=None):
+    def to(self, device="auto", dtype=None):
         """Move the models to `device` ('auto': cuda, else mps, else cpu) and sample with `dtype` autocast
         (float32, bfloat16, float16; weights stay float32; the VAE always decodes in float32)."""
         self.device, self.dtype = pick_device(device), pick_dtype(dtype)
@@ -82,6 +91,29 @@ class ImagePipeline:
         size = (height // self.factor, width // self.factor)
         return (batch, self.unet.config["in_channels"], *(() if frames is None else (frames,)), *size)
 
+    def controlled(self, model, control, shape: tuple, scale: float = 1.0, start: float = 0.0, end: float = 1.0,
+                   steps: int = 25):
+        """(`model` steered by `self.controlnet`: (x, t, context, control) -> eps, the condition tensor (1, 3, H, W)
+        or (1, 3, F, H, W) in [0, 1]). control: uint8 image (H, W, 3) for every frame, or a video (F, H, W, 3),
+        one condition per frame, of the output's size; it acts on the steps i / steps in [start, end]
+        (diffusers' control_guidance_start / _end)."""
+        if self.controlnet is None:
+            raise ValueError("control= needs a ControlNet: set pipe.controlnet = ControlNet.from_pretrained(folder)")
+        self.controlnet.to(self.device)
+        control = np.asarray(control)
+        size = (shape[-2] * self.factor, shape[-1] * self.factor)
+        frames = shape[2] if len(shape) == 5 else None
+        if control.ndim not in (3, 4) or control.shape[-1] != 3 or control.shape[-3:-1] != size:
+            raise ValueError(f"control must be an image (H, W, 3) or a video (F, H, W, 3) of the output size {size}, "
+                             f"got {control.shape}; resize it (the CLI's --control does)")
+        if control.ndim == 4 and control.shape[0] != frames:
+            raise ValueError(f"the control video has {control.shape[0]} frames for a clip of {frames}: give one "
+                             f"condition frame per generated frame, or one image for all")
+        cond = rearrange(torch.from_numpy(control).float() / 255, "... h w c -> c ... h w")[None]  # [0, 1]
+        timesteps = self.ddim.set_timesteps(steps).tolist()
+        active = {t for i, t in enumerate(timesteps) if start <= i / steps and (i + 1) / steps <= end}
+        return ControlledUNet(model, self.controlnet, scale, active), cond
+
     @torch.no_grad()
     def denoise(self, model, shape: tuple, prompts: list[str], negative_prompt: str = "", steps: int = 25,
                 guidance: float = 7.5, seed: int = 0, eta: float = 0.0, latents=None, progress: bool = False):
@@ -99,12 +131,17 @@ class ImagePipeline:
         return rearrange(frames, "(b f) h w c -> b f h w c", b=latents.shape[0])
 
     def generate(self, prompts, negative_prompt: str = "", steps: int = 25, guidance: float = 7.5, seed: int = 0,
-                 eta: float = 0.0, height: int | None = None, width: int | None = None,
-                 progress: bool = False) -> np.ndarray:
-        """Text -> images: a list of prompts -> uint8 (B, H, W, 3). The same seed gives the same images."""
+                 eta: float = 0.0, height: int | None = None, width: int | None = None, control=None,
+                 control_scale: float = 1.0, progress: bool = False) -> np.ndarray:
+        """Text -> images: a list of prompts -> uint8 (B, H, W, 3). The same seed gives the same images.
+        control: a condition image (H, W, 3) for `self.controlnet`, applied with `control_scale`."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         shape = self.latent_shape(len(prompts), height, width)
-        return self.decode(self.denoise(self.unet, shape, prompts, negative_prompt, steps, guidance, seed, eta,
+        model = self.unet
+        if control is not None:
+            steered, cond = self.controlled(self.unet, control, shape, control_scale, steps=steps)
+            model = partial(steered, control=cond)
+        return self.decode(self.denoise(model, shape, prompts, negative_prompt, steps, guidance, seed, eta,
                                         progress=progress))
 
 
@@ -122,7 +159,7 @@ class AnimationPipeline(ImagePipeline):
 
     @classmethod
     def from_pretrained(cls, folder, motion_module, personalized=None, image_lora=None, adapter=None,
-                        motion_loras=(), heads: int | None = None, device=None, dtype=None) -> "AnimationPipeline":
+                        motion_loras=(), heads: int | None = None, device="auto", dtype=None) -> "AnimationPipeline":
         """Stable Diffusion 1.5 (a diffusers folder, `minianimate.pretrained`) + a motion module file or
         MotionAdapter folder, then in the authors' load order: `personalized` (a DreamBooth UNet folder or an
         image LoRA file, official or kohya), `image_lora` (a LoRA file on top), the domain `adapter` (a LoRA
@@ -194,6 +231,7 @@ class AnimationPipeline(ImagePipeline):
                  seed: int = 0, adapter_scale: float = 0.0, motion_loras=(), eta: float = 0.0,
                  height: int | None = None, width: int | None = None, context: int | None = None,
                  overlap: int | None = None, fuse: str = "pyramid", noise_share: float | None = None,
+                 control=None, control_scale: float = 1.0, control_start: float = 0.0, control_end: float = 1.0,
                  progress: bool = True) -> np.ndarray:
         """Text -> video. prompt: a string (-> (F, H, W, 3)) or a list (-> (B, F, H, W, 3)), uint8.
 
@@ -203,6 +241,8 @@ class AnimationPipeline(ImagePipeline):
         by `overlap` (default a quarter), fused 'pyramid' or 'flat', for clips longer than the positional
         encoding. noise_share: the fraction of the initial noise's variance the frames share (`frame_noise`);
         None: `self.noise_share`, the prior the motion module was trained with.
+        control: per-frame control by `self.controlnet` (`controlled`): a video (F, H, W, 3), one condition per
+        frame, or one image (H, W, 3) for all; control_scale/_start/_end as diffusers names them.
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         longest = self.unet.motion_config.max_frames
@@ -210,10 +250,14 @@ class AnimationPipeline(ImagePipeline):
             raise ValueError(f"{frames} frames is longer than the motion module's positional encoding "
                              f"({longest}); use sliding context windows, e.g. context=16 (--context 16)")
         self._set_loras(adapter_scale, motion_loras)
-        model = self.unet
-        if context is not None:
-            model = ContextWindows(self.unet, context, context // 4 if overlap is None else overlap, fuse)
         shape = self.latent_shape(len(prompts), height, width, frames)
+        model, cond = self.unet, None
+        if control is not None:  # inside the windows: each window gets its frames' conditions
+            model, cond = self.controlled(model, control, shape, control_scale, control_start, control_end, steps)
+        if context is not None:
+            model = ContextWindows(model, context, context // 4 if overlap is None else overlap, fuse)
+        if cond is not None:
+            model = partial(model, control=cond)
         share = self.noise_share if noise_share is None else noise_share
         latents = frame_noise(shape, torch.Generator().manual_seed(seed), share) if share else None
         video = self.decode(self.denoise(model, shape, prompts, negative_prompt, steps, guidance, seed, eta,

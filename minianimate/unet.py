@@ -241,6 +241,30 @@ class UpBlock(Block):
         return h
 
 
+def encoder(cfg: dict) -> tuple[nn.Conv2d, TimestepEmbedding, nn.ModuleList, MidBlock]:
+    """conv_in, the time embedding, the down blocks and the mid block of a (checked) UNet config: the half of
+    the UNet that `ControlNet` copies."""
+    ch, n = list(cfg["block_out_channels"]), len(cfg["block_out_channels"])
+    heads, layers, tlayers = (per_block(cfg[k], n) for k in ("attention_head_dim", "layers_per_block",
+                                                             "transformer_layers_per_block"))
+    groups, eps, ctx, lin, temb = (cfg["norm_num_groups"], cfg["norm_eps"], cfg["cross_attention_dim"],
+                                   cfg["use_linear_projection"], ch[0] * 4)
+    down = nn.ModuleList(DownBlock(ch[max(i - 1, 0)], ch[i], temb, layers[i], groups, eps,
+                                   heads[i] if kind.startswith("CrossAttn") else None, ctx, tlayers[i], lin,
+                                   downsample=i < n - 1) for i, kind in enumerate(cfg["down_block_types"]))
+    mid = MidBlock(ch[-1], temb, groups, eps, heads[-1], ctx, tlayers[-1], lin)
+    return nn.Conv2d(cfg["in_channels"], ch[0], 3, padding=1), TimestepEmbedding(ch[0], temb), down, mid
+
+
+def embed_time(model: nn.Module, timestep, sample: torch.Tensor) -> torch.Tensor:
+    """The time embedding (N, 4 * C0) of `model` (a UNet or ControlNet) for int, () or (N,) timesteps."""
+    n, cfg = sample.shape[0], model.config
+    t = torch.as_tensor(timestep, device=sample.device)
+    t = t.reshape(-1).expand(n) if t.numel() == 1 else t
+    return model.time_embedding(timestep_embedding(t, cfg["block_out_channels"][0], cfg["flip_sin_to_cos"],
+                                                   cfg["freq_shift"]).to(sample.dtype))
+
+
 BLOCKS = {"CrossAttnDownBlock2D": DownBlock, "DownBlock2D": DownBlock, "CrossAttnUpBlock2D": UpBlock,
           "UpBlock2D": UpBlock, "UNetMidBlock2DCrossAttn": MidBlock}
 
@@ -263,15 +287,9 @@ class UNet(nn.Module):
             "use_linear_projection"]
         temb = ch[0] * 4
 
-        self.conv_in = nn.Conv2d(cfg["in_channels"], ch[0], 3, padding=1)
-        self.time_embedding = TimestepEmbedding(ch[0], temb)
-        self.down_blocks, self.up_blocks = nn.ModuleList(), nn.ModuleList()  # diffusers' key order
-        for i, kind in enumerate(cfg["down_block_types"]):
-            attn = kind.startswith("CrossAttn")
-            self.down_blocks.append(DownBlock(
-                ch[max(i - 1, 0)], ch[i], temb, layers[i], groups, eps, heads[i] if attn else None, ctx,
-                tlayers[i], lin, downsample=i < n - 1))
-        self.mid_block = MidBlock(ch[-1], temb, groups, eps, heads[-1], ctx, tlayers[-1], lin)
+        self.conv_in, self.time_embedding, down_blocks, mid_block = encoder(cfg)
+        self.down_blocks, self.up_blocks = down_blocks, nn.ModuleList()  # diffusers' key order
+        self.mid_block = mid_block
         rch, rheads, rlayers, rtl = ch[::-1], heads[::-1], layers[::-1], tlayers[::-1]
         for i, kind in enumerate(cfg["up_block_types"]):
             attn = kind.startswith("CrossAttn")
@@ -292,12 +310,7 @@ class UNet(nn.Module):
         when frames are folded into N (N = B * frames, see `minianimate.inflation`).
         """
         self._check_inputs(sample, context)
-        n, _, height, width = sample.shape
-        t = torch.as_tensor(timestep, device=sample.device)
-        t = t.reshape(-1).expand(n) if t.numel() == 1 else t
-        cfg = self.config
-        temb = self.time_embedding(timestep_embedding(t, cfg["block_out_channels"][0], cfg["flip_sin_to_cos"],
-                                                      cfg["freq_shift"]).to(sample.dtype))
+        temb = embed_time(self, timestep, sample)
 
         h = self.conv_in(sample)
         skips = [h]

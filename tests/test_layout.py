@@ -9,6 +9,7 @@ import pytest
 import minianimate
 
 PACKAGE = Path(minianimate.__file__).parent
+ROOT = PACKAGE.parent
 REFERENCE = Path(__file__).parent / "data" / "reference_clips.json"
 
 
@@ -111,3 +112,19 @@ def test_shipped_t2i_gives_the_reference_image():
     reference = json.loads(REFERENCE.read_text())
     image = load_t2i("outlined").generate(["a blue square"], steps=10, seed=0)
     assert np.abs(image.reshape(1, -1, 3).mean(1) - np.array(reference["image_outlined"])).max() <= 1.0
+
+
+def test_every_notebook_installs_from_the_one_repository_address():
+    import json
+    import re
+    import tomllib
+
+    url = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
+    owner_repo = url.removeprefix("https://github.com/")
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        cells = json.loads(path.read_text())["cells"]
+        text = "".join("".join(c["source"]) for c in cells)
+        first_code = "".join(next(c for c in cells if c["cell_type"] == "code")["source"])
+        assert f"colab.research.google.com/github/{owner_repo}/blob/main/notebooks/{path.name}" in text, path.name
+        assert f"%pip install -q git+{url}" in first_code, path.name
+        assert set(re.findall(r"https://github\.com/[\w.-]+/[\w.-]+", text)) <= {url}, path.name

@@ -50,6 +50,7 @@ def test_bad_sizes_and_lengths_give_clear_errors(pipe):
     with pytest.raises(ValueError, match="NAME_OR_PATH"):
         parse_motion_lora("zoom-in:fast")
     assert parse_motion_lora("zoom-in:0.8") == ("zoom-in", 0.8) and parse_motion_lora("roll") == ("roll", 1.0)
+    assert parse_motion_lora(r"C:\\models\\zoom.ckpt") == (r"C:\\models\\zoom.ckpt", 1.0)  # a Windows path
 
 
 def test_long_clips_run_with_context_windows(pipe):

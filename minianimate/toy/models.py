@@ -230,8 +230,8 @@ def load_motion_unet(root=CHECKPOINTS, motion=None) -> MotionUNet:
 
 def load_pipeline(model: str = "base", root=CHECKPOINTS, device=None, dtype=None) -> AnimationPipeline:
     """The shipped toy checkpoints as the paper plugs them: base UNet + motion module + domain adapter (scale 0
-    until asked), then the personalized `model` ('base', 'outlined', 'pastel', a UNet folder or LoRA file), on `device`
-    with `dtype` autocast (`minianimate.device`)."""
+    until asked), then the personalized `model` ('base', 'outlined', 'pastel', a UNet folder or LoRA file). On the CPU
+    unless `device` says otherwise ('auto', 'cuda', ...), with `dtype` autocast (`minianimate.device`)."""
     unet = load_motion_unet(root).eval().requires_grad_(False)
     pipe = AnimationPipeline(load_vae(root), load_text_encoder(root), unet, toy_ddim(), device=device, dtype=dtype)
     pipe.motion_lora_folder = Path(root) / FILES["motion_loras"]
