@@ -93,23 +93,27 @@ class ImagePipeline:
 
     def controlled(self, model, control, shape: tuple, scale: float = 1.0, start: float = 0.0, end: float = 1.0,
                    steps: int = 25):
-        """(`model` steered by `self.controlnet`: (x, t, context, control) -> eps, the condition tensor (1, 3, H, W)
-        or (1, 3, F, H, W) in [0, 1]). control: uint8 image (H, W, 3) for every frame, or a video (F, H, W, 3),
-        one condition per frame, of the output's size; it acts on the steps i / steps in [start, end]
-        (diffusers' control_guidance_start / _end)."""
+        """(`model` steered by `self.controlnet`: (x, t, context, control) -> eps, the conditions in [0, 1]).
+
+        control, uint8 of the output's size: for images (H, W, 3), or one per image (B, H, W, 3); for clips
+        (H, W, 3) for every frame, a video (F, H, W, 3) for every clip, or one video per clip (B, F, H, W, 3).
+        It acts on the steps i / steps in [start, end] (diffusers' control_guidance_start / _end)."""
         if self.controlnet is None:
             raise ValueError("control= needs a ControlNet: set pipe.controlnet = ControlNet.from_pretrained(folder)")
         self.controlnet.to(self.device)
-        control = np.asarray(control)
-        size = (shape[-2] * self.factor, shape[-1] * self.factor)
-        frames = shape[2] if len(shape) == 5 else None
-        if control.ndim not in (3, 4) or control.shape[-1] != 3 or control.shape[-3:-1] != size:
-            raise ValueError(f"control must be an image (H, W, 3) or a video (F, H, W, 3) of the output size {size}, "
-                             f"got {control.shape}; resize it (the CLI's --control does)")
-        if control.ndim == 4 and control.shape[0] != frames:
-            raise ValueError(f"the control video has {control.shape[0]} frames for a clip of {frames}: give one "
+        control, clips = np.asarray(control), len(shape) == 5
+        size, lead = (shape[-2] * self.factor, shape[-1] * self.factor), control.shape[:-3]
+        if control.ndim < 3 or control.shape[-1] != 3 or control.shape[-3:-1] != size or len(lead) > 1 + clips:
+            raise ValueError(f"control must be uint8 images or videos (..., H, W, 3) of the output size {size}, got "
+                             f"{control.shape}; resize it (the CLI's --control does)")
+        if clips and lead and lead[-1] != shape[2]:
+            raise ValueError(f"the control video has {lead[-1]} frames for a clip of {shape[2]}: give one "
                              f"condition frame per generated frame, or one image for all")
-        cond = rearrange(torch.from_numpy(control).float() / 255, "... h w c -> c ... h w")[None]  # [0, 1]
+        if len(lead) == 1 + clips and lead[0] != shape[0]:
+            raise ValueError(f"{lead[0]} controls for a batch of {shape[0]}: give one, or one per prompt")
+        cond = torch.from_numpy(control).float() / 255  # [0, 1]
+        cond = cond[None] if len(lead) < 1 + clips else cond  # (B', [F,] H, W, 3)
+        cond = rearrange(cond, "b ... h w c -> b c ... h w")
         timesteps = self.ddim.set_timesteps(steps).tolist()
         active = {t for i, t in enumerate(timesteps) if start <= i / steps and (i + 1) / steps <= end}
         return ControlledUNet(model, self.controlnet, scale, active), cond
@@ -134,7 +138,7 @@ class ImagePipeline:
                  eta: float = 0.0, height: int | None = None, width: int | None = None, control=None,
                  control_scale: float = 1.0, progress: bool = False) -> np.ndarray:
         """Text -> images: a list of prompts -> uint8 (B, H, W, 3). The same seed gives the same images.
-        control: a condition image (H, W, 3) for `self.controlnet`, applied with `control_scale`."""
+        control: a condition image (H, W, 3), or one per prompt, for `self.controlnet` (see `controlled`)."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         shape = self.latent_shape(len(prompts), height, width)
         model = self.unet
@@ -242,7 +246,7 @@ class AnimationPipeline(ImagePipeline):
         encoding. noise_share: the fraction of the initial noise's variance the frames share (`frame_noise`);
         None: `self.noise_share`, the prior the motion module was trained with.
         control: per-frame control by `self.controlnet` (`controlled`): a video (F, H, W, 3), one condition per
-        frame, or one image (H, W, 3) for all; control_scale/_start/_end as diffusers names them.
+        frame (or one per prompt), or one image (H, W, 3) for all; control_scale/_start/_end as diffusers has them.
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         longest = self.unet.motion_config.max_frames

@@ -14,6 +14,7 @@ shared `Trainer` (checkpoints in `run`, `resume`, NaN guard, DDP under torchrun)
 import torch
 import torch.nn.functional as F
 
+from minianimate.controlnet import ControlledUNet
 from minianimate.ddim import DDIM
 from minianimate.inflation import MotionUNet
 from minianimate.lora import MOTION_ATTENTION, SPATIAL_ATTENTION, LoRA
@@ -23,13 +24,14 @@ from minianimate.trainer import Trainer, TrainConfig, shard, train_device, world
 
 def diffusion_loss(unet, text_encoder, latents: torch.Tensor, captions: list[str], ddim: DDIM,
                    generator: torch.Generator, batch: int, text_dropout: float = 0.1, offset_noise: float = 0.0,
-                   noise_share: float = 0.0) -> torch.Tensor:
+                   noise_share: float = 0.0, conditions: torch.Tensor | None = None) -> torch.Tensor:
     """Epsilon MSE on a random batch of latents: images (N, C, h, w) for a UNet, clips (N, C, F, h, w) for a
     MotionUNet. One timestep per sample; captions dropped to "" with probability `text_dropout` (so the
     model also learns the unconditional prediction that classifier-free guidance needs).
 
     offset_noise: a per-sample, per-channel constant added to the noise, so a model can learn images whose
     mean brightness is far from its training data's. noise_share: see `frame_noise` (clips only).
+    conditions: ControlNet conditions (N, 3, H, W) beside the latents, for a `ControlledUNet`.
     Under DDP the draws are those of the global batch (processes x batch) and this process keeps its `shard`.
     """
     batch *= world()[1]
@@ -43,8 +45,9 @@ def diffusion_loss(unet, text_encoder, latents: torch.Tensor, captions: list[str
     t = torch.randint(0, ddim.num_train_timesteps, (batch,), generator=generator)
     x0, noise, t, keep = shard(x0), shard(noise), shard(t), shard(torch.arange(batch)).tolist()
     device = next(unet.parameters()).device
+    control = {} if conditions is None else {"control": conditions[shard(idx)].to(device)}
     eps = unet(ddim.add_noise(x0, noise, t).to(device), t.to(device),
-               text_encoder.encode_prompt([prompts[i] for i in keep]))
+               text_encoder.encode_prompt([prompts[i] for i in keep]), **control)
     return F.mse_loss(eps, noise.to(device))
 
 
@@ -52,7 +55,7 @@ def fit(modules: dict, unet, text_encoder, latents, captions, ddim: DDIM, cfg: T
         resume: bool = False, progress: bool = True, on_checkpoint=None, desc: str = "train",
         **loss_options) -> Trainer:
     """Train `modules` (name -> nn.Module, what the checkpoints hold) on `diffusion_loss` of `unet`.
-    loss_options: text_dropout, offset_noise, noise_share. Returns the Trainer (losses, step, EMA).
+    loss_options: text_dropout, offset_noise, noise_share, conditions. Returns the Trainer (losses, step, EMA).
     The models move to `cfg.device` first; the latents stay on the CPU and go over a batch at a time."""
     device = train_device(cfg)
     for module in (unet, text_encoder, *modules.values()):
@@ -101,3 +104,13 @@ def train_motion_lora(unet: MotionUNet, text_encoder, clips: torch.Tensor, capti
     trainer = fit({"lora": lora}, unet, text_encoder, clips, captions, ddim, cfg, run, desc=f"motion-lora {name}",
                   **fit_options)
     return lora, trainer
+
+
+def train_controlnet(unet, controlnet, text_encoder, latents: torch.Tensor, captions, conditions: torch.Tensor,
+                     ddim: DDIM, cfg: TrainConfig, run, **fit_options) -> Trainer:
+    """A ControlNet (ControlNet paper; not an AnimateDiff stage) on the frozen image `unet`, trained on images:
+    latents (N, C, h, w) with their condition images (N, 3, H, W) in [0, 1]."""
+    unet.requires_grad_(False)
+    controlnet.requires_grad_(True).train()
+    return fit({"controlnet": controlnet}, ControlledUNet(unet, controlnet), text_encoder, latents, captions, ddim,
+               cfg, run, desc="controlnet", conditions=conditions, **fit_options)

@@ -51,17 +51,18 @@ def test_eval_prints_the_table(tmp_path):
     assert "direction" in stdout and "watermark" in stdout
 
 
-@pytest.mark.parametrize("stage", ["adapter", "motion", "motion-lora"])
+@pytest.mark.parametrize("stage", ["adapter", "motion", "motion-lora", "controlnet"])
 def test_train_video_stages_run_and_export(tmp_path, stage):
     out = tmp_path / "ckpt"
     shutil.copytree(CHECKPOINTS, out)
     extra = {"adapter": "clips: 4\nframes: 2\n", "motion": "clips: 4\nframes: 8\ncheck: false\n",
-             "motion-lora": "references: 4\nframes: 8\nrank: 2\n"}[stage]
+             "motion-lora": "references: 4\nframes: 8\nrank: 2\n", "controlnet": "images: 8\ncheck: 2\n"}[stage]
     config = tmp_path / "cfg.yaml"
     config.write_text(f"steps: 2\nbatch: 2\ncheckpoint_every: 2\n{extra}")
     run("train", stage, "--config", str(config), "--out", str(out), cwd=tmp_path)
     exported = {"adapter": out / "domain_adapter.safetensors", "motion": out / "motion_module.safetensors",
-                "motion-lora": out / "motion_loras" / "zoom-in.safetensors"}[stage]
+                "motion-lora": out / "motion_loras" / "zoom-in.safetensors",
+                "controlnet": out / "controlnet" / "diffusion_pytorch_model.safetensors"}[stage]
     assert exported.stat().st_mtime > (CHECKPOINTS / "motion_module.safetensors").stat().st_mtime
     assert (tmp_path / "runs" / f"{stage}-cfg" / "weights.safetensors").exists()  # runs/<stage>-<config stem>
     log = json.loads((out / "training_log.json").read_text())
@@ -140,3 +141,18 @@ def test_a_device_this_machine_lacks_is_a_one_line_error():
         pytest.skip("this machine has a GPU")
     result = fails("generate", "--prompt", "a red circle moving left", "--device", "cuda", "--out", "x.gif")
     assert result.returncode == 2 and "no CUDA GPU; use --device cpu" in result.stderr
+
+
+def test_generate_with_a_control_video_resized_and_spread_over_the_frames(tmp_path):
+    from minianimate.toy import shapeworld as sw
+    from minianimate.video_io import write_gif
+
+    centres = np.stack([np.linspace(10, 50, 24), np.full(24, 32.0)], 1)
+    big = np.repeat(np.repeat(sw.silhouette("circle", centres, 18), 2, axis=1), 2, axis=2)  # 128x128, 24 frames
+    write_gif(tmp_path / "control.gif", big)
+    run("generate", "--prompt", "a red circle", "--frames", "8", "--steps", "2", "--control",
+        str(tmp_path / "control.gif"), "--control-scale", "0.8", "--out", str(tmp_path / "clip.gif"))
+    assert (tmp_path / "clip.gif").exists()
+    short = fails("generate", "--prompt", "a red circle", "--frames", "32", "--control", str(tmp_path / "control.gif"),
+                  "--out", str(tmp_path / "x.gif"))
+    assert short.returncode == 2 and "has 24 frames for --frames 32" in short.stderr

@@ -94,17 +94,45 @@ def _generate(args):
         raise FileNotFoundError(f"--adapter-scale {args.adapter_scale:g}: {root} has no {FILES['adapter']}")
     loras = [check_motion_lora(spec, root) for spec in args.motion_lora]
     device = pick_device(args.device)
+    control = read_control(args.control, args.frames) if args.control and checkpoints(args, "controlnet") else None
 
     from minianimate.toy.models import load_pipeline
     from minianimate.video_io import contact_sheet, write_png, write_video
 
     pipe = load_pipeline(model=args.model, root=root, device=device, dtype=args.dtype)
+    if control is not None:
+        from minianimate.toy.models import load_controlnet
+
+        pipe.controlnet = load_controlnet(root)
     video = pipe.generate(args.prompt, negative_prompt=args.negative_prompt, frames=args.frames, steps=args.steps,
                           guidance=args.guidance, seed=args.seed, adapter_scale=args.adapter_scale,
-                          motion_loras=loras, context=args.context, overlap=args.overlap)
+                          motion_loras=loras, context=args.context, overlap=args.overlap, control=control,
+                          control_scale=args.control_scale)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_png(out, contact_sheet(video)) if out.suffix.lower() == ".png" else write_video(out, video)
     print(f"wrote {out} ({len(video)} frames, {video.shape[2]}x{video.shape[1]})")
+
+
+def read_control(path: str, frames: int):
+    """--control: a video (.mp4/.gif: one condition per generated frame, spread over its frames) or an image
+    (.png/.jpg: one for all), resized to the toy frame size: uint8 (F, 64, 64, 3) or (64, 64, 3)."""
+    import imageio.v3 as iio
+    import numpy as np
+    import torch
+
+    from minianimate.video_io import read_video
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"--control {path} not found: give a silhouette video (.mp4, .gif) or image (.png)")
+    video = np.asarray(read_video(path) if path.lower().endswith(".mp4") else iio.imread(path, index=None))
+    video = video[..., :3] if video.ndim == 4 else video[None, ..., :3]
+    if 1 < len(video) < frames:
+        raise ValueError(f"--control {path} has {len(video)} frames for --frames {frames}: give at least as many")
+    video = video[np.linspace(0, len(video) - 1, frames).round().astype(int)] if len(video) > 1 else video
+    x = torch.nn.functional.interpolate(torch.from_numpy(video).permute(0, 3, 1, 2).float(), size=(64, 64),
+                                        mode="bilinear", antialias=True)
+    out = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return out if len(out) > 1 else out[0]
 
 
 def _eval(args):
@@ -208,6 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a MotionLoRA (repeat to mix), e.g. zoom-in:0.8")
     p.add_argument("--context", type=count(1), default=None, help="sliding context window length (long clips)")
     p.add_argument("--overlap", type=count(0), default=None, help="window overlap (default: a quarter of --context)")
+    p.add_argument("--control", default=None, metavar="FILE", help="ControlNet condition: a silhouette video "
+                   "(.mp4/.gif, white on black, one frame per generated frame) or one image (.png) for all")
+    p.add_argument("--control-scale", type=number(0), default=1.0, help="ControlNet residual scale")
     p.add_argument("--out", required=True, help="FILE.mp4, FILE.gif or FILE.png (contact sheet)")
     p.add_argument("--checkpoints", **where)
 

@@ -12,7 +12,10 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import get_args, get_type_hints
 
+import torch
+
 from minianimate.checkpoint import CheckpointError, describe_keys, read_state_dict
+from minianimate.controlnet import ControlNet
 from minianimate.ddim import DDIM
 from minianimate.inflation import MotionUNet, is_motion_key
 from minianimate.lora import LoRA
@@ -32,9 +35,11 @@ TOY_UNET = dict(sample_size=16, in_channels=4, out_channels=4, block_out_channel
 TOY_SCHEDULE = dict(beta_schedule="linear", beta_start=0.00085, beta_end=0.012)
 TOY_MOTION = dict(heads=4, max_frames=32)  # the toy's motion modules (v3-like: no mid-block module)
 # The shipped files, relative to the checkpoint folder.
+SHIP_DTYPE = torch.float16  # shipped weights are stored in fp16 (half the size) and loaded as fp32
 FILES = {"vae": "vae", "text_encoder": "text_encoder", "base": "unet_base", "outlined": "unet_outlined",
          "pastel": "lora_pastel.safetensors", "adapter": "domain_adapter.safetensors",
-         "motion": "motion_module.safetensors", "motion_config": "motion_module.json", "motion_loras": "motion_loras"}
+         "motion": "motion_module.safetensors", "motion_config": "motion_module.json", "motion_loras": "motion_loras",
+         "controlnet": "controlnet"}
 PERSONALIZED = ("base", "outlined", "pastel")
 # The command (after `python -m minianimate`) that makes each shipped file.
 MAKES = {"vae": "train vae --config configs/vae.yaml", "text_encoder": "train base --config configs/base.yaml",
@@ -43,11 +48,12 @@ MAKES = {"vae": "train vae --config configs/vae.yaml", "text_encoder": "train ba
          "adapter": "train adapter --config configs/adapter.yaml",
          "motion": "train motion --config configs/motion.yaml",
          "motion_config": "train motion --config configs/motion.yaml",
-         "motion_loras": "train motion-lora --config configs/motion_lora_zoom_in.yaml"}
+         "motion_loras": "train motion-lora --config configs/motion_lora_zoom_in.yaml",
+         "controlnet": "train controlnet --config configs/controlnet.yaml"}
 
 # The shipped files each training stage starts from (its result goes into the same folder).
 NEEDS = {"vae": (), "base": ("vae",), **{s: ("vae", "text_encoder", "base") for s in
-                                          ("outlined", "pastel", "adapter", "motion")},
+                                          ("outlined", "pastel", "adapter", "motion", "controlnet")},
          "motion-lora": ("vae", "text_encoder", "base", "motion", "motion_config")}
 
 
@@ -214,6 +220,11 @@ def load_unet(model: str = "base", root=CHECKPOINTS) -> UNet:
 def load_t2i(model: str = "base", root=CHECKPOINTS) -> ImagePipeline:
     """The shipped toy text-to-image model: `load_t2i('pastel').generate(['a red square'])` -> (1, 64, 64, 3)."""
     return ImagePipeline(load_vae(root), load_text_encoder(root), load_unet(model, root), toy_ddim())
+
+
+def load_controlnet(root=CHECKPOINTS) -> ControlNet:
+    """The shipped toy ControlNet (silhouette -> shape, trained on base-model images), a diffusers folder."""
+    return read_shipped("controlnet", root, ControlNet.from_pretrained).eval().requires_grad_(False)
 
 
 def load_motion_unet(root=CHECKPOINTS, motion=None) -> MotionUNet:

@@ -161,6 +161,13 @@ def render_image(rng: np.random.Generator, color=None, shape=None, style=None, d
     return image, caption(color, shape, direction), meta
 
 
+def silhouette(shape: str, centres, size: float) -> np.ndarray:
+    """The ControlNet condition: the shape's silhouette, white on black, at each centre (x, y): uint8 (F, H, W, 3)
+    (anti-aliased edges; any white blob a user paints reads the same way)."""
+    masks = [_coverage(shape, cx, cy, size, None) for cx, cy in np.reshape(centres, (-1, 2))]
+    return np.repeat(np.round(np.stack(masks) * 255).astype(np.uint8)[..., None], 3, axis=-1)
+
+
 def _path(rng, frames, size, direction, speed):
     """Centres (F, 2) of a straight path at `speed` px/frame that stays inside the frame."""
     lo, hi = size / 2, IMAGE_SIZE - size / 2

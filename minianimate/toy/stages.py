@@ -25,13 +25,13 @@ from minianimate.pipeline import AnimationPipeline
 from minianimate.trainer import Trainer, TrainConfig, check_resume, init_distributed, load_config, train_device
 from minianimate.unet import UNet
 from minianimate.toy import datasets
+from minianimate.toy.control import ControlNetStage, controlnet_stage
 from minianimate.toy.evaluation import held_out_check
 from minianimate.toy.models import (CHECKPOINTS, FILES, TOY_MOTION, TOY_UNET, check_config, check_stage_inputs,
-                                    default_run, load_motion_unet, load_text_encoder, load_vae, toy_ddim)
+                                    default_run, load_motion_unet, load_text_encoder, load_vae, toy_ddim, SHIP_DTYPE)
 from minianimate.toy.text_encoder import ToyTextEncoder
 from minianimate.toy.vae import make_vae, render_mix, set_scaling_factor, vae_loss
 
-SHIP_DTYPE = torch.float16  # shipped weights are stored in fp16 (half the size) and loaded as fp32
 ADAPTER_TARGETS = {"spatial_attention": SPATIAL_ATTENTION, "spatial_all+conv": SPATIAL_ALL + RESNET_CONVS}
 
 
@@ -268,7 +268,8 @@ def motion_lora_stage(cfg: MotionLoRAStage, out: Path, run: Path, resume: bool, 
 
 STAGES = {"vae": (vae_stage, VAEStage), "base": (base_stage, BaseStage), "outlined": (outlined_stage, OutlinedStage),
           "pastel": (pastel_stage, PastelStage), "adapter": (adapter_stage, AdapterStage),
-          "motion": (motion_stage, MotionStage), "motion-lora": (motion_lora_stage, MotionLoRAStage)}
+          "motion": (motion_stage, MotionStage), "motion-lora": (motion_lora_stage, MotionLoRAStage),
+          "controlnet": (controlnet_stage, ControlNetStage)}
 
 
 def run_stage(stage: str, config, out=CHECKPOINTS, resume: bool = False, progress: bool = True, run=None,
