@@ -39,10 +39,13 @@ checkpoints: venv
 	$(VPY) -m minianimate train motion --config configs/motion.yaml
 	$(VPY) -m minianimate train motion-lora --config configs/motion_lora_zoom_in.yaml
 	$(VPY) -m minianimate train motion-lora --config configs/motion_lora_zoom_out.yaml
+	$(VPY) -m minianimate train controlnet --config configs/controlnet.yaml
 
 bench: venv
 	$(VPY) benchmarks/unet_step.py
 	$(VPY) benchmarks/context_memory.py
+	$(VPY) benchmarks/controlnet_paths.py
+	$(VPY) benchmarks/inference_tricks.py
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

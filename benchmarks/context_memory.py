@@ -14,24 +14,22 @@ import sys
 import time
 
 
-def one_case(frames: int, context: int | None, steps: int, random: bool) -> dict:
+def one_case(frames: int, context: int | None, steps: int, random: bool, vae_slice: int | None) -> dict:
     import torch
 
+    from minianimate.inflation import MotionUNet
     from minianimate.pipeline import AnimationPipeline
+    from minianimate.toy.models import TOY_UNET, load_pipeline, load_text_encoder, load_vae, toy_ddim
 
     torch.manual_seed(0)
-    if random:
-        from minianimate import t2i
-        from minianimate.inflation import MotionUNet
-
-        unet = MotionUNet(t2i.TOY_UNET, dict(heads=4, max_frames=32)).eval().requires_grad_(False)
-        pipe = AnimationPipeline(t2i.load_vae(), t2i.load_text_encoder(), unet)
-    else:
-        pipe = AnimationPipeline.from_pretrained()
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    pipe.unet.to(device)
-    pipe.text_encoder.to(device)
-    pipe.vae.to(device)
+    if random:
+        unet = MotionUNet(TOY_UNET, dict(heads=4, max_frames=32)).eval().requires_grad_(False)
+        pipe = AnimationPipeline(load_vae(), load_text_encoder(), unet, toy_ddim(), device=device)
+    else:
+        pipe = load_pipeline(device=device)
+    if vae_slice:
+        pipe.enable_vae_slicing(vae_slice)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB after loading
     start = time.perf_counter()
     pipe.generate("a red circle moving right", frames=frames, steps=steps, context=context, progress=False)
@@ -50,16 +48,19 @@ def main():
     parser.add_argument("--context", type=int, default=16)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--random", action="store_true", help="random toy motion UNet instead of the shipped one")
+    parser.add_argument("--vae-slice", type=int, default=None, help="decode this many frames at a time "
+                        "(`pipe.enable_vae_slicing`; default: the pipeline's)")
     parser.add_argument("--case", default=None, help=argparse.SUPPRESS)  # internal: run one case, print json
     args = parser.parse_args()
     if args.case:
         frames, context = json.loads(args.case)
-        print(json.dumps(one_case(frames, context, args.steps, args.random)))
+        print(json.dumps(one_case(frames, context, args.steps, args.random, args.vae_slice)))
         return
     rows = []
     for frames in args.frames:
         for context in ([None] if frames <= args.context else []) + [args.context]:
             cmd = [sys.executable, __file__, "--case", json.dumps([frames, context]), "--steps", str(args.steps)]
+            cmd += ["--vae-slice", str(args.vae_slice)] if args.vae_slice else []
             result = subprocess.run(cmd + (["--random"] if args.random else []), capture_output=True, text=True)
             if result.returncode:
                 sys.exit(result.stderr)

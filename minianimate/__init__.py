@@ -13,6 +13,6 @@ from minianimate.stages import diffusion_loss, train_domain_adapter, train_motio
 from minianimate.trainer import Trainer, TrainConfig
 from minianimate.unet import UNet
 
-__all__ = ["AnimationPipeline", "ControlNet", "DDIM", "ImagePipeline", "LoRA", "MotionConfig", "MotionModule", "MotionUNet",
-           "TrainConfig", "Trainer", "UNet", "diffusion_loss", "load_motion_module", "save_motion_module",
+__all__ = ["AnimationPipeline", "ControlNet", "DDIM", "ImagePipeline", "LoRA", "MotionConfig", "MotionModule",
+           "MotionUNet", "TrainConfig", "Trainer", "UNet", "diffusion_loss", "load_motion_module", "save_motion_module",
            "train_domain_adapter", "train_motion_lora", "train_motion_module"]

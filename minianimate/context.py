@@ -6,24 +6,32 @@ overlapping windows of `window` frames at every step and average the overlapping
 Windows are laid out uniformly: starts 0, window - overlap, ..., the last one flush with the clip's end.
 Each prediction is weighted by a pyramid (frames in the middle of a window count more than its edges),
 so a frame near one window's border is mostly decided by the neighbouring window, which hides seams.
-Peak memory is that of one window, whatever the clip length.
+Peak memory is that of one window, whatever the clip length. The "looped" schedule lets windows wrap from the
+last frame to the first, so the clip's end flows into its start: a seamless loop.
 """
 import torch
 from einops import rearrange
 
 FUSE = ("pyramid", "flat")
+SCHEDULES = ("uniform", "looped")
 
 
-def context_windows(frames: int, window: int = 16, overlap: int = 4) -> list[list[int]]:
-    """Frame indices of each window (uniform schedule). One window of all frames if `window >= frames`.
+def context_windows(frames: int, window: int = 16, overlap: int = 4, schedule: str = "uniform") -> list[list[int]]:
+    """Frame indices of each window. One window of all frames if `window >= frames`.
 
     >>> context_windows(24, 16, 4)
     [[0, ..., 15], [8, ..., 23]]   # starts 0 and 12 would overshoot: the last window ends at frame 23
+    >>> context_windows(24, 16, 4, "looped")
+    [[0, ..., 15], [12, ..., 23, 0, 1, 2, 3]]   # starts every 12 frames, wrapping around the end
     """
     if window < 1 or not 0 <= overlap < window:
         raise ValueError(f"need window >= 1 and 0 <= overlap < window, got window={window}, overlap={overlap}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown context schedule {schedule!r}; use one of {SCHEDULES}")
     if window >= frames:
         return [list(range(frames))]
+    if schedule == "looped":
+        return [[(s + i) % frames for i in range(window)] for s in range(0, frames, window - overlap)]
     starts = list(range(0, frames - window + 1, window - overlap))
     if starts[-1] + window < frames:
         starts.append(frames - window)
@@ -46,14 +54,14 @@ class ContextWindows:
     With `window >= F` it calls the model once, unchanged.
     """
 
-    def __init__(self, model, window: int = 16, overlap: int = 4, fuse: str = "pyramid"):
-        self.model, self.window, self.overlap, self.fuse = model, window, overlap, fuse
-        context_windows(window + 1, window, overlap)  # validate now, not at the first step
+    def __init__(self, model, window: int = 16, overlap: int = 4, fuse: str = "pyramid", schedule: str = "uniform"):
+        self.model, self.window, self.overlap, self.fuse, self.schedule = model, window, overlap, fuse, schedule
+        context_windows(window + 1, window, overlap, schedule)  # validate now, not at the first step
         fuse_weights(window, fuse)
 
     def __call__(self, x: torch.Tensor, t, context: torch.Tensor, **kwargs) -> torch.Tensor:
         b, f = x.shape[0], x.shape[2]
-        windows = context_windows(f, self.window, self.overlap)
+        windows = context_windows(f, self.window, self.overlap, self.schedule)
         if len(windows) == 1:
             return self.model(x, t, context, **kwargs)
         per_frame = context.shape[0] == b * f and f > 1

@@ -31,7 +31,8 @@ class DDIM:
     def __init__(self, num_train_timesteps: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012,
                  beta_schedule: str = "scaled_linear", steps_offset: int = 1, timestep_spacing: str = "leading"):
         if timestep_spacing not in ("leading", "linspace", "trailing"):
-            raise ValueError(f"timestep_spacing {timestep_spacing!r} is not supported; use leading, linspace or trailing")
+            raise ValueError(f"timestep_spacing {timestep_spacing!r} is not supported; use leading, linspace or "
+                             f"trailing")
         self.num_train_timesteps, self.timestep_spacing = num_train_timesteps, timestep_spacing
         self.beta_schedule, self.beta_start, self.beta_end = beta_schedule, beta_start, beta_end
         self.steps_offset = steps_offset

@@ -25,10 +25,12 @@ from minianimate.controlnet import ControlledUNet
 from minianimate.ddim import DDIM
 from minianimate.device import autocast, pick_device, pick_dtype
 from minianimate.inflation import MotionUNet
+from minianimate.free_init import lowpass, reinitialize
 from minianimate.lora import LoRA
 from minianimate.motion_io import load_motion_module
 from minianimate.pretrained import load_sd_folder, motion_config_of, save_pipeline
 from minianimate.sampling import frame_noise, sample
+from minianimate.travel import travel_context
 from minianimate.unet import UNet
 
 
@@ -61,7 +63,7 @@ class ImagePipeline:
                  dtype=None):
         self.vae, self.text_encoder, self.unet = vae, text_encoder, unet
         self.ddim = ddim or DDIM()  # Stable Diffusion 1.5's schedule unless told otherwise
-        self.factor, self.vae_batch = spatial_factor(vae), 64
+        self.factor, self.vae_batch = spatial_factor(vae), 4  # frames per VAE decode: flat memory in clip length
         self.controlnet = None  # a ControlNet of this UNet, for `generate(control=...)`
         self.device, self.dtype = next(unet.parameters()).device, torch.float32  # the models stay where they are
         if device is not None or dtype is not None:
@@ -121,9 +123,10 @@ class ImagePipeline:
     @torch.no_grad()
     def denoise(self, model, shape: tuple, prompts: list[str], negative_prompt: str = "", steps: int = 25,
                 guidance: float = 7.5, seed: int = 0, eta: float = 0.0, latents=None, progress: bool = False):
-        """The one generation path (images, clips, context windows): prompts -> latents of `shape`."""
-        cond = self.text_encoder.encode_prompt(prompts)
-        uncond = self.text_encoder.encode_prompt([negative_prompt] * len(prompts))
+        """The one generation path (images, clips, context windows): prompts -> latents of `shape`. prompts: a
+        list of strings, or their embeddings (B, L, D) / one per frame (B*F, L, D) (prompt travel)."""
+        cond = self.text_encoder.encode_prompt(prompts) if isinstance(prompts, list) else prompts
+        uncond = self.text_encoder.encode_prompt([negative_prompt] * len(cond))
         with autocast(self.device, self.dtype):
             return sample(model, shape, cond, uncond, self.ddim, steps, guidance, seed, eta, latents, progress)
 
@@ -172,7 +175,7 @@ class AnimationPipeline(ImagePipeline):
         for name, path in [("motion_module", motion_module), ("personalized", personalized),
                            ("image_lora", image_lora), ("adapter", adapter)]:
             if path is not None and not Path(path).exists():
-                raise FileNotFoundError(f"{name} {path} not found; download it (see README, real weights) or leave it out")
+                raise FileNotFoundError(f"{name} {path} not found; download it (README: real weights) or leave it out")
         model = MotionUNet.from_unet(unet, motion_config_of(motion_module, heads)).eval().requires_grad_(False)
         load_motion_module(model, motion_module)
         pipe = cls(vae, text_encoder, model, ddim, device=device, dtype=dtype)
@@ -234,39 +237,55 @@ class AnimationPipeline(ImagePipeline):
     def generate(self, prompt, negative_prompt: str = "", frames: int = 16, steps: int = 25, guidance: float = 7.5,
                  seed: int = 0, adapter_scale: float = 0.0, motion_loras=(), eta: float = 0.0,
                  height: int | None = None, width: int | None = None, context: int | None = None,
-                 overlap: int | None = None, fuse: str = "pyramid", noise_share: float | None = None,
-                 control=None, control_scale: float = 1.0, control_start: float = 0.0, control_end: float = 1.0,
-                 progress: bool = True) -> np.ndarray:
-        """Text -> video. prompt: a string (-> (F, H, W, 3)) or a list (-> (B, F, H, W, 3)), uint8.
+                 overlap: int | None = None, fuse: str = "pyramid", context_schedule: str = "uniform",
+                 noise_share: float | None = None, control=None, control_scale: float = 1.0,
+                 control_start: float = 0.0, control_end: float = 1.0, free_init: int = 0,
+                 free_init_filter: str = "butterworth", free_init_cutoff: float = 0.25,
+                 free_init_temporal_cutoff: float = 0.25, progress: bool = True) -> np.ndarray:
+        """Text -> video. prompt: a string (-> (F, H, W, 3)), a list (-> (B, F, H, W, 3)), uint8, or prompt travel
+        {frame: prompt} (`minianimate.travel`: embeddings interpolated between keyframes) (-> (F, H, W, 3)).
 
         adapter_scale: the domain adapter's LoRA scale (1 draws the video domain's defects, 0 removes them).
         motion_loras: `name[:scale]` strings or (name, scale) pairs; loaded MotionLoRAs not listed are off.
         context, overlap, fuse: sliding context windows (`minianimate.context`) of `context` frames overlapping
-        by `overlap` (default a quarter), fused 'pyramid' or 'flat', for clips longer than the positional
-        encoding. noise_share: the fraction of the initial noise's variance the frames share (`frame_noise`);
-        None: `self.noise_share`, the prior the motion module was trained with.
+        by `overlap` (default a quarter), fused 'pyramid' or 'flat', laid out 'uniform' or 'looped' (windows wrap
+        around the end: a seamless loop), for clips longer than the positional encoding.
+        noise_share: the fraction of the initial noise's variance the frames share (`frame_noise`); None:
+        `self.noise_share`, the prior the motion module was trained with.
         control: per-frame control by `self.controlnet` (`controlled`): a video (F, H, W, 3), one condition per
         frame (or one per prompt), or one image (H, W, 3) for all; control_scale/_start/_end as diffusers has them.
+        free_init: FreeInit iterations after the first pass (`minianimate.free_init`; 0: plain sampling), with
+        its low-pass filter ('butterworth', 'gaussian', 'ideal') and spatial / temporal cut-offs.
         """
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        single = isinstance(prompt, (str, dict))
+        prompts = travel_context(self.text_encoder, prompt, frames) if isinstance(prompt, dict) else (
+            [prompt] if single else list(prompt))
+        batch = 1 if isinstance(prompt, dict) else len(prompts)
         longest = self.unet.motion_config.max_frames
         if frames > longest and (context is None or context > longest):
             raise ValueError(f"{frames} frames is longer than the motion module's positional encoding "
                              f"({longest}); use sliding context windows, e.g. context=16 (--context 16)")
         self._set_loras(adapter_scale, motion_loras)
-        shape = self.latent_shape(len(prompts), height, width, frames)
+        shape = self.latent_shape(batch, height, width, frames)
         model, cond = self.unet, None
         if control is not None:  # inside the windows: each window gets its frames' conditions
             model, cond = self.controlled(model, control, shape, control_scale, control_start, control_end, steps)
         if context is not None:
-            model = ContextWindows(model, context, context // 4 if overlap is None else overlap, fuse)
+            model = ContextWindows(model, context, context // 4 if overlap is None else overlap, fuse, context_schedule)
         if cond is not None:
             model = partial(model, control=cond)
         share = self.noise_share if noise_share is None else noise_share
-        latents = frame_noise(shape, torch.Generator().manual_seed(seed), share) if share else None
-        video = self.decode(self.denoise(model, shape, prompts, negative_prompt, steps, guidance, seed, eta,
-                                         latents, progress))
-        return video[0] if isinstance(prompt, str) else video
+        noise = frame_noise(shape, torch.Generator().manual_seed(seed), share) if share or free_init else None
+        latents = self.denoise(model, shape, prompts, negative_prompt, steps, guidance, seed, eta, noise, progress)
+        if free_init:
+            mask, generator = lowpass(shape, free_init_filter, free_init_cutoff, free_init_temporal_cutoff), \
+                torch.Generator().manual_seed(seed + 1)
+            for _ in range(free_init):
+                start = reinitialize(latents, noise, self.ddim, generator, mask)
+                latents = self.denoise(model, shape, prompts, negative_prompt, steps, guidance, seed, eta, start,
+                                       progress)
+        video = self.decode(latents)
+        return video[0] if single else video
 
     def _set_loras(self, adapter_scale: float, motion_loras) -> None:
         if self.adapter is not None:

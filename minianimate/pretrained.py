@@ -26,7 +26,8 @@ NEEDED = {"unet": ("config.json", DIFFUSERS_WEIGHTS), "vae": ("config.json", DIF
 # Scheduler fields DDIM implements only at these values.
 SCHEDULER_FIXED = {"prediction_type": "epsilon", "clip_sample": False, "set_alpha_to_one": False,
                    "thresholding": False, "rescale_betas_zero_snr": False, "trained_betas": None}
-SCHEDULER_FIELDS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "steps_offset", "timestep_spacing")
+SCHEDULER_FIELDS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "steps_offset",
+                    "timestep_spacing")
 
 
 class CLIPPromptEncoder(nn.Module):

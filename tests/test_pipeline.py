@@ -123,7 +123,7 @@ def test_vae_slicing_decodes_the_same_frames(pipe):
     try:
         sliced = pipe.enable_vae_slicing(1).generate("a red circle moving left", **kwargs)
     finally:
-        pipe.vae_batch = 64
+        pipe.vae_batch = 4
     assert np.abs(sliced.astype(int) - whole.astype(int)).max() <= 1
 
 

@@ -156,3 +156,14 @@ def test_generate_with_a_control_video_resized_and_spread_over_the_frames(tmp_pa
     short = fails("generate", "--prompt", "a red circle", "--frames", "32", "--control", str(tmp_path / "control.gif"),
                   "--out", str(tmp_path / "x.gif"))
     assert short.returncode == 2 and "has 24 frames for --frames 32" in short.stderr
+
+
+def test_generate_with_prompt_travel_free_init_and_a_looped_schedule(tmp_path):
+    run("generate", "--prompt-travel", "0:a red circle moving left|5:a blue circle moving left", "--frames", "8",
+        "--steps", "2", "--free-init", "1", "--context", "4", "--context-schedule", "looped",
+        "--out", str(tmp_path / "travel.gif"))
+    assert (tmp_path / "travel.gif").exists()
+    late = fails("generate", "--prompt-travel", "0:a red circle|9:a blue circle", "--frames", "8", "--out", "x.gif")
+    assert late.returncode == 2 and "keyframes [0, 9] must lie in 0..7" in late.stderr
+    both = fails("generate", "--prompt", "a red circle", "--prompt-travel", "0:a red circle", "--out", "x.gif")
+    assert both.returncode == 2 and "not allowed with" in both.stderr

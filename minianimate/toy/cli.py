@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 from minianimate.device import pick_device
-from minianimate.toy.cli_args import Parser, UsageError, count, number, out_file, out_folder, precision
+from minianimate.toy.cli_args import (Parser, UsageError, count, number, out_file, out_folder, precision,
+                                      read_control)
 
 
 # --- checks that need the checkpoint folder (cheap: no model is loaded) --------------------------------------
@@ -79,7 +80,11 @@ def _generate(args):
 
     root = checkpoints(args, "vae", "text_encoder", "base", "motion", "motion_config")
     out = out_file(args.out, (".mp4", ".gif", ".png"), ".mp4, .gif or .png (a contact sheet of the frames)")
-    check_prompts(root, args.prompt, args.negative_prompt)
+    from minianimate.travel import frame_weights, parse_travel
+
+    prompt = parse_travel(args.prompt_travel) if args.prompt_travel else args.prompt
+    frame_weights(prompt, args.frames) if args.prompt_travel else None  # keyframes inside the clip
+    check_prompts(root, *(prompt.values() if args.prompt_travel else [prompt]), args.negative_prompt)
     check_personalized(args.model, root, lora_ok=True)
     longest = read_json(shipped("motion_config", root))["motion"]["max_frames"]
     if args.context is not None and args.context > longest:
@@ -104,35 +109,14 @@ def _generate(args):
         from minianimate.toy.models import load_controlnet
 
         pipe.controlnet = load_controlnet(root)
-    video = pipe.generate(args.prompt, negative_prompt=args.negative_prompt, frames=args.frames, steps=args.steps,
+    video = pipe.generate(prompt, negative_prompt=args.negative_prompt, frames=args.frames, steps=args.steps,
                           guidance=args.guidance, seed=args.seed, adapter_scale=args.adapter_scale,
-                          motion_loras=loras, context=args.context, overlap=args.overlap, control=control,
-                          control_scale=args.control_scale)
+                          motion_loras=loras, context=args.context, overlap=args.overlap,
+                          context_schedule=args.context_schedule, control=control, control_scale=args.control_scale,
+                          free_init=args.free_init, free_init_filter=args.free_init_filter)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_png(out, contact_sheet(video)) if out.suffix.lower() == ".png" else write_video(out, video)
     print(f"wrote {out} ({len(video)} frames, {video.shape[2]}x{video.shape[1]})")
-
-
-def read_control(path: str, frames: int):
-    """--control: a video (.mp4/.gif: one condition per generated frame, spread over its frames) or an image
-    (.png/.jpg: one for all), resized to the toy frame size: uint8 (F, 64, 64, 3) or (64, 64, 3)."""
-    import imageio.v3 as iio
-    import numpy as np
-    import torch
-
-    from minianimate.video_io import read_video
-
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"--control {path} not found: give a silhouette video (.mp4, .gif) or image (.png)")
-    video = np.asarray(read_video(path) if path.lower().endswith(".mp4") else iio.imread(path, index=None))
-    video = video[..., :3] if video.ndim == 4 else video[None, ..., :3]
-    if 1 < len(video) < frames:
-        raise ValueError(f"--control {path} has {len(video)} frames for --frames {frames}: give at least as many")
-    video = video[np.linspace(0, len(video) - 1, frames).round().astype(int)] if len(video) > 1 else video
-    x = torch.nn.functional.interpolate(torch.from_numpy(video).permute(0, 3, 1, 2).float(), size=(64, 64),
-                                        mode="bilinear", antialias=True)
-    out = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    return out if len(out) > 1 else out[0]
 
 
 def _eval(args):
@@ -223,7 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("generate", _generate, "text -> animation with the shipped toy models and motion module")
     precision(p)
-    p.add_argument("--prompt", required=True, help="e.g. 'a red circle moving left'")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--prompt", help="e.g. 'a red circle moving left'")
+    what.add_argument("--prompt-travel", metavar="F:PROMPT|F:PROMPT", help="a prompt per keyframe, interpolated, "
+                      "e.g. '0:a red circle moving left|15:a blue circle moving left'")
     p.add_argument("--negative-prompt", default="")
     p.add_argument("--model", default="base", help="base, outlined, pastel, a diffusers UNet folder or a LoRA file")
     p.add_argument("--frames", type=count(1), default=16)
@@ -236,6 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a MotionLoRA (repeat to mix), e.g. zoom-in:0.8")
     p.add_argument("--context", type=count(1), default=None, help="sliding context window length (long clips)")
     p.add_argument("--overlap", type=count(0), default=None, help="window overlap (default: a quarter of --context)")
+    p.add_argument("--context-schedule", choices=["uniform", "looped"], default="uniform",
+                   help="window layout; looped wraps the last frames into the first (a seamless loop)")
+    p.add_argument("--free-init", type=count(0, 5), default=0, metavar="N", help="FreeInit iterations (0: off; "
+                   "the community uses 1-3, each costs one more sampling pass)")
+    p.add_argument("--free-init-filter", choices=["butterworth", "gaussian", "ideal"], default="butterworth")
     p.add_argument("--control", default=None, metavar="FILE", help="ControlNet condition: a silhouette video "
                    "(.mp4/.gif, white on black, one frame per generated frame) or one image (.png) for all")
     p.add_argument("--control-scale", type=number(0), default=1.0, help="ControlNet residual scale")
@@ -257,7 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", help="motion-module file (.ckpt/.safetensors) or MotionAdapter folder")
     p.add_argument("out", help="output folder (--to diffusers) or .ckpt/.safetensors file (--to official)")
     p.add_argument("--to", choices=["diffusers", "official"], required=True)
-    p.add_argument("--heads", type=count(1), default=None, help="attention heads, if no json beside it says (default 8)")
+    p.add_argument("--heads", type=count(1), default=None, help="attention heads, unless a json beside it says "
+                   "(default 8)")
     p.add_argument("--groups", type=count(1), default=None, help="GroupNorm groups (default 32, SD1.5's)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     return parser

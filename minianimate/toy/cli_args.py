@@ -66,3 +66,25 @@ def precision(parser) -> None:
                                                        "cuda:1, mps")
     parser.add_argument("--dtype", choices=list(DTYPES), default=None,
                         help="float32 (default), or bfloat16/float16 autocast on a GPU (weights stay float32)")
+
+
+def read_control(path: str, frames: int):
+    """--control: a video (.mp4/.gif: one condition per generated frame, spread over its frames) or an image
+    (.png/.jpg: one for all), resized to the toy frame size: uint8 (F, 64, 64, 3) or (64, 64, 3)."""
+    import imageio.v3 as iio
+    import numpy as np
+    import torch
+
+    from minianimate.video_io import read_video
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"--control {path} not found: give a silhouette video (.mp4, .gif) or image (.png)")
+    video = np.asarray(read_video(path) if path.lower().endswith(".mp4") else iio.imread(path, index=None))
+    video = video[..., :3] if video.ndim == 4 else video[None, ..., :3]
+    if 1 < len(video) < frames:
+        raise ValueError(f"--control {path} has {len(video)} frames for --frames {frames}: give at least as many")
+    video = video[np.linspace(0, len(video) - 1, frames).round().astype(int)] if len(video) > 1 else video
+    x = torch.nn.functional.interpolate(torch.from_numpy(video).permute(0, 3, 1, 2).float(), size=(64, 64),
+                                        mode="bilinear", antialias=True)
+    out = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return out if len(out) > 1 else out[0]

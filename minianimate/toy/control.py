@@ -83,7 +83,7 @@ def score_images(pipe, n: int = 48, seed: int = 5000, steps: int = 25, batch: in
         rows.append(dict(iou=iou(found, mask[..., 0] > 127), color=seen["color"] == asked["color"],
                          shape=seen["shape"] == asked["shape"]))
     ious = np.array([r["iou"] for r in rows])
-    return dict(images=n, iou_mean=float(np.nanmean(ious)), iou_median=float(np.nanmedian(ious)),
+    return dict(scored=n, iou_mean=float(np.nanmean(ious)), iou_median=float(np.nanmedian(ious)),
                 iou_at_least_0_8=float(np.mean(ious >= 0.8)), color=float(np.mean([r["color"] for r in rows])),
                 shape=float(np.mean([r["shape"] for r in rows])), rows=rows, samples=images[:8], masks=masks[:8])
 
