@@ -32,8 +32,8 @@ def read_state_dict(source, metadata: bool = False, expected: dict | None = None
     naming the file, what was found and `fix`. metadata: (tensors, metadata). raw: the unpickled object as is."""
     path = None if isinstance(source, dict) else Path(source)
     if path is not None and path.is_dir():
-        path = next((path / n for n in (DIFFUSERS_WEIGHTS, "model.safetensors") if (path / n).exists()),
-                    path / DIFFUSERS_WEIGHTS)
+        names = (DIFFUSERS_WEIGHTS, "model.safetensors", "pytorch_lora_weights.safetensors")  # a model's, a LoRA's
+        path = next((path / n for n in names if (path / n).exists()), path / DIFFUSERS_WEIGHTS)
     state, info = (source, {}) if path is None else _read(path, fix)
     if raw:
         return state

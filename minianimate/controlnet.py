@@ -18,8 +18,9 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import nn
 
+from minianimate import checks
 from minianimate.checkpoint import DIFFUSERS_WEIGHTS, atomic_write, read_state_dict, save_safetensors
-from minianimate.unet import check_config, embed_time, encoder
+from minianimate.unet import UNet, check_config, embed_time, encoder
 
 # ControlNet-only config fields (diffusers' defaults); the rest are the UNet's.
 EXTRA = {"conditioning_channels": 3, "conditioning_embedding_out_channels": (16, 32, 96, 256),
@@ -100,6 +101,8 @@ class ControlNet(nn.Module):
     def from_unet(cls, unet, conditioning_embedding_out_channels=(16, 32, 96, 256)) -> "ControlNet":
         """A ControlNet whose encoder is a copy of `unet`'s (weights included), zero convs at zero: its
         residuals are 0, so the UNet is unchanged until training moves them."""
+        checks.instance("unet", unet, UNet)
+        checks.wholes("conditioning_embedding_out_channels", conditioning_embedding_out_channels)
         model = cls({**{k: v for k, v in unet.config.items() if k not in UNET_ONLY},
                      "conditioning_embedding_out_channels": tuple(conditioning_embedding_out_channels)})
         copied = {k: v for k, v in unet.state_dict().items() if k.startswith(("conv_in.", "time_embedding.",

@@ -8,17 +8,22 @@ temporal cut-offs: butterworth 1 / (1 + (d^2 / s^2)^order), gaussian exp(-d^2 / 
 """
 import torch
 
+from minianimate import checks
+
 FILTERS = ("butterworth", "gaussian", "ideal")
+
+
+def check_options(kind: str, cutoff: float, temporal_cutoff: float) -> tuple[str, float, float]:
+    """The filter options, named as `AnimationPipeline.generate` takes them: a known filter, cut-offs in (0, 1]."""
+    return (checks.choice("free_init_filter", kind, FILTERS), checks.finite("free_init_cutoff", cutoff, 0, 1, True),
+            checks.finite("free_init_temporal_cutoff", temporal_cutoff, 0, 1, True))
 
 
 def lowpass(shape: tuple, kind: str = "butterworth", cutoff: float = 0.25, temporal_cutoff: float = 0.25,
             order: int = 4) -> torch.Tensor:
     """The low-pass mask (F, h, w) in [0, 1] over the centred 3D spectrum of latents (..., F, h, w)."""
-    if kind not in FILTERS:
-        raise ValueError(f"free_init_filter must be one of {', '.join(FILTERS)}, got {kind!r}")
+    kind, cutoff, temporal_cutoff = check_options(kind, cutoff, temporal_cutoff)
     frames, height, width = shape[-3:]
-    if cutoff <= 0 or temporal_cutoff <= 0:
-        return torch.zeros(frames, height, width)
     f, h, w = torch.meshgrid(*(2 * torch.arange(n, dtype=torch.float64) / n - 1 for n in (frames, height, width)),
                              indexing="ij")
     d2 = ((cutoff / temporal_cutoff) * f) ** 2 + h ** 2 + w ** 2

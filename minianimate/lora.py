@@ -19,9 +19,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from minianimate import checks
 from minianimate.inflation import is_motion_key
 from minianimate.checkpoint import CheckpointError, read_state_dict
-from minianimate.lora_formats import LowRankWeights, detect_lora_format, from_layers, save_lora_file, to_layers
+from minianimate.lora_formats import (FORMATS, LowRankWeights, detect_lora_format, diffusers_file, diffusers_metadata,
+                                      from_layers, save_lora_file, to_layers)
 
 # Target sets: regexes that must match a whole module name (re.fullmatch).
 _QKVO = r"attn[12]\.(to_q|to_k|to_v|to_out\.0)"
@@ -105,7 +107,10 @@ class LoRA(nn.Module):
         """Attach fresh layers to the Linear/Conv2d modules whose whole name matches a regex of `targets`
         (re.fullmatch; e.g. SPATIAL_ATTENTION, MOTION_ATTENTION). up = 0, so outputs are unchanged.
         `alpha=None` means alpha = rank (the update is up @ down)."""
-        lora = cls(name)
+        checks.whole("rank", rank)
+        if alpha is not None:
+            checks.finite("alpha", alpha, low=0, low_open=True)
+        lora = cls(checks.text("name", name))
         for module_name, module in _match(model, targets).items():
             lora._attach(module_name, module, LowRank(module, rank, rank if alpha is None else alpha))
         return lora
@@ -115,16 +120,21 @@ class LoRA(nn.Module):
              name: str | None = None) -> "LoRA":
         """Attach the LoRA of a file (.safetensors, or a .ckpt/.pt pickle) or state dict to `model`.
 
-        The format ('minianimate', 'official', 'kohya') is detected from the keys and kept in `lora.format`;
-        rank and alpha are read per module. Keys that do not fit the model raise a ValueError naming them.
+        The format ('minianimate', 'official', 'kohya', 'diffusers') is detected from the keys and kept in
+        `lora.format` (of a diffusers folder, its `pytorch_lora_weights.safetensors` is read); rank and alpha are
+        read per module. Keys that do not fit the model raise a ValueError naming them.
         """
+        checks.choice("format", format, ("auto", *FORMATS))
+        checks.finite("scale", scale)
+        if name is not None:
+            checks.text("name", name)
         state, metadata = read_state_dict(source, metadata=True)
         try:  # errors about what the file holds name the file
             found = detect_lora_format(state)
             if format not in ("auto", found):
                 raise ValueError(f"format={format!r} but the file looks like the {found} format; "
                                  f"pass format='{found}' or 'auto'")
-            layers = to_layers(state, found, model)
+            layers = to_layers(state, found, model, metadata)
         except ValueError as e:
             raise CheckpointError(f"{'LoRA state dict' if isinstance(source, dict) else source}: {e}") from None
         modules = dict(model.named_modules())
@@ -229,15 +239,20 @@ class LoRA(nn.Module):
         return max((layer.rank for layer in self.layers.values()), default=0)
 
     def save(self, path, format: str = "minianimate") -> Path:
-        """Write the layers as a 'minianimate', 'official' or 'kohya' file (see `lora_formats`), atomically.
+        """Write the layers as a 'minianimate', 'official', 'kohya' or 'diffusers' file (see `lora_formats`),
+        atomically.
 
         .safetensors by suffix, any other suffix a torch pickle. 'official' takes only attention
-        projections and has no alpha: alpha / rank is multiplied into `up`. `scale` is never saved.
+        projections and has no alpha: alpha / rank is multiplied into `up`. 'diffusers' is what diffusers'
+        `save_lora_weights` writes (`load_lora_weights` reads it): a .safetensors file, or a folder given for `path`
+        gets `pytorch_lora_weights.safetensors`; alphas in its header. `scale` is never saved.
         """
         layers = {name: LowRankWeights(self.layer(name).down.weight, self.layer(name).up.weight,
                                        self.layer(name).alpha) for name in self.targets}
-        return save_lora_file(from_layers(layers, format), path,
-                              {"format": format, "name": self.name, "rank": str(self.rank)})
+        state, metadata = from_layers(layers, format), {"format": format, "name": self.name, "rank": str(self.rank)}
+        if format == "diffusers":
+            path, metadata = diffusers_file(path), {**metadata, **diffusers_metadata(layers, self.targets)}
+        return save_lora_file(state, path, metadata)
 
     def __repr__(self) -> str:  # one line: the default would print every layer
         kind = "motion" if any(map(is_motion_key, self.targets)) else "spatial"

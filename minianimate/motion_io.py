@@ -10,6 +10,7 @@ import json
 import re
 from pathlib import Path
 
+from minianimate import checks
 from minianimate.checkpoint import (DIFFUSERS_WEIGHTS, CheckpointError, atomic_write, describe_keys, read_state_dict,
                                     save_safetensors, save_torch)
 from minianimate.inflation import MotionUNet, is_motion_key
@@ -19,6 +20,8 @@ _RENAMES = [(".temporal_transformer.", "."), (".attention_blocks.0.", ".attn1.")
             (".norms.0.", ".norm1."), (".norms.1.", ".norm2."), (".ff_norm.", ".norm3.")]
 _POSITIONAL = re.compile(r"\.(pos_encoder|pos_embed)\.pe$")
 _MODULE = re.compile(r"(.*?motion_modules\.\d+)\.")
+FORMATS = ("official", "diffusers")
+_INFLATE = " (inflate the image UNet first: MotionUNet.from_unet(unet, motion_config))"
 
 
 def official_to_diffusers(key: str) -> str:
@@ -54,6 +57,8 @@ def load_motion_module(model: MotionUNet, source, format: str = "auto", verbose:
 
     Missing, unexpected or mis-shaped keys raise a ValueError listing them with the likely cause.
     """
+    checks.instance("model", model, MotionUNet, _INFLATE)
+    checks.choice("format", format, ("auto", *FORMATS))
     state = read_state_dict(source)
     try:  # errors about what the file holds name the file
         found = detect_motion_format(state)
@@ -104,6 +109,8 @@ def _check_keys(state: dict, expected: dict, model: MotionUNet, found: str) -> N
 def save_motion_module(model: MotionUNet, path, format: str = "official") -> Path:
     """Save the motion modules: 'official' (.safetensors or .ckpt file, official keys, no positional buffers)
     or 'diffusers' (a MotionAdapter folder: config.json + diffusion_pytorch_model.safetensors)."""
+    checks.instance("model", model, MotionUNet, _INFLATE)
+    checks.choice("format", format, FORMATS)
     path = Path(path)
     state = model.motion_state_dict()
     if format == "official":
@@ -111,10 +118,8 @@ def save_motion_module(model: MotionUNet, path, format: str = "official") -> Pat
         if path.suffix == ".safetensors":
             return save_safetensors(state, path)
         return save_torch({"state_dict": state}, path)
-    if format == "diffusers":
-        path.mkdir(parents=True, exist_ok=True)
-        save_safetensors(state, path / DIFFUSERS_WEIGHTS)
-        config = json.dumps(model.adapter_config(), indent=2)
-        atomic_write(path / "config.json", lambda tmp: Path(tmp).write_text(config))
-        return path
-    raise ValueError(f"format must be 'official' or 'diffusers', got {format!r}")
+    path.mkdir(parents=True, exist_ok=True)  # diffusers
+    save_safetensors(state, path / DIFFUSERS_WEIGHTS)
+    config = json.dumps(model.adapter_config(), indent=2)
+    atomic_write(path / "config.json", lambda tmp: Path(tmp).write_text(config))
+    return path

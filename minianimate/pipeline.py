@@ -19,16 +19,17 @@ import numpy as np
 import torch
 from einops import rearrange
 
+from minianimate import checks
 from minianimate.autoencoder import decode, spatial_factor, to_uint8
-from minianimate.context import ContextWindows
+from minianimate.context import FUSE, SCHEDULES, ContextWindows
 from minianimate.controlnet import ControlledUNet
 from minianimate.ddim import DDIM
 from minianimate.device import autocast, pick_device, pick_dtype
 from minianimate.inflation import MotionUNet
-from minianimate.free_init import lowpass, reinitialize
+from minianimate.free_init import check_options, lowpass, reinitialize
 from minianimate.lora import LoRA
 from minianimate.motion_io import load_motion_module
-from minianimate.pretrained import load_sd_folder, motion_config_of, save_pipeline
+from minianimate.pretrained import check_sd_folder, load_sd_folder, motion_config_of, save_pipeline
 from minianimate.sampling import frame_noise, sample
 from minianimate.travel import travel_context
 from minianimate.unet import UNet
@@ -41,19 +42,31 @@ class TextEncoder(Protocol):
         """Prompts -> context (B, L, D) for the UNet's cross-attention."""
 
 
-def parse_motion_lora(spec) -> tuple[str, float]:
-    """`zoom-in`, `zoom-in:0.8`, `path/to/file.safetensors:0.5` or (name, scale) -> (name, scale)."""
+def parse_motion_lora(spec, arg: str = "motion_loras") -> tuple[str, float]:
+    """`zoom-in`, `zoom-in:0.8`, `path/to/file.safetensors:0.5` or (name, scale) -> (name, scale), the scale
+    finite; errors name `arg`, the argument the spec came in."""
     if isinstance(spec, (tuple, list)):
-        return str(spec[0]), float(spec[1])
+        if len(spec) != 2:
+            raise ValueError(f"{arg} entry {spec!r}: expected a (name, scale) pair, e.g. ('zoom-in', 0.8)")
+        return str(spec[0]), checks.finite(f"{arg} {spec[0]!r} scale", spec[1])
     if ":" not in str(spec):
         return str(spec), 1.0
     name, _, scale = str(spec).rpartition(":")
     try:
-        return name, float(scale)
+        value = float(scale)
     except ValueError:  # no scale: fine if the colon belongs to a path (C:\\models\\zoom.ckpt)
         if not name or not any(sep in scale for sep in "/\\"):
-            raise ValueError(f"bad MotionLoRA spec {spec!r}: expected NAME_OR_PATH[:SCALE], e.g. zoom-in:0.8") from None
+            raise ValueError(f"{arg} {spec!r}: expected NAME_OR_PATH[:SCALE], e.g. zoom-in:0.8") from None
         return str(spec), 1.0
+    return name, checks.finite(f"{arg} {spec!r} scale", value)
+
+
+def parse_motion_loras(specs) -> list[tuple[str, float]]:
+    """`motion_loras`: a list of specs (`parse_motion_lora`) -> [(name, scale), ...]; a lone string is refused."""
+    if not isinstance(specs, (list, tuple)):
+        raise TypeError(f"motion_loras must be a list of NAME_OR_PATH[:SCALE] strings or (name, scale) pairs, "
+                        f"got {checks.show(specs)}")
+    return [parse_motion_lora(spec) for spec in specs]
 
 
 class ImagePipeline:
@@ -84,6 +97,8 @@ class ImagePipeline:
 
     def latent_shape(self, batch: int, height: int | None, width: int | None, frames: int | None = None) -> tuple:
         """(B, C, h, w), or (B, C, F, h, w) for clips; height/width default to the UNet's sample size."""
+        height = None if height is None else checks.whole("height", height, low=self.factor)
+        width = None if width is None else checks.whole("width", width, low=self.factor)
         height = height or self.unet.config["sample_size"] * self.factor
         width = width or self.unet.config["sample_size"] * self.factor
         if height % self.factor or width % self.factor:
@@ -105,9 +120,10 @@ class ImagePipeline:
         self.controlnet.to(self.device)
         control, clips = np.asarray(control), len(shape) == 5
         size, lead = (shape[-2] * self.factor, shape[-1] * self.factor), control.shape[:-3]
-        if control.ndim < 3 or control.shape[-1] != 3 or control.shape[-3:-1] != size or len(lead) > 1 + clips:
+        if (control.dtype != np.uint8 or control.ndim < 3 or control.shape[-1] != 3 or control.shape[-3:-1] != size
+                or len(lead) > 1 + clips):
             raise ValueError(f"control must be uint8 images or videos (..., H, W, 3) of the output size {size}, got "
-                             f"{control.shape}; resize it (the CLI's --control does)")
+                             f"{control.shape} of {control.dtype}; resize it (the CLI's --control does)")
         if clips and lead and lead[-1] != shape[2]:
             raise ValueError(f"the control video has {lead[-1]} frames for a clip of {shape[2]}: give one "
                              f"condition frame per generated frame, or one image for all")
@@ -119,6 +135,14 @@ class ImagePipeline:
         timesteps = self.ddim.set_timesteps(steps).tolist()
         active = {t for i, t in enumerate(timesteps) if start <= i / steps and (i + 1) / steps <= end}
         return ControlledUNet(model, self.controlnet, scale, active), cond
+
+    def _check_sampling(self, negative_prompt, steps, guidance, seed, eta, control_scale) -> tuple:
+        """The arguments both `generate`s share, checked before any work (`minianimate.checks`, as the CLI's):
+        (steps, guidance, seed, eta, control_scale) as Python numbers."""
+        checks.text("negative_prompt", negative_prompt)
+        return (checks.whole("steps", steps, 1, self.ddim.num_train_timesteps), checks.finite("guidance", guidance, 0),
+                checks.whole("seed", seed, 0), checks.probability("eta", eta),  # eta: DDIM 0 .. DDPM-like 1
+                checks.finite("control_scale", control_scale, 0))
 
     @torch.no_grad()
     def denoise(self, model, shape: tuple, prompts: list[str], negative_prompt: str = "", steps: int = 25,
@@ -142,7 +166,9 @@ class ImagePipeline:
                  control_scale: float = 1.0, progress: bool = False) -> np.ndarray:
         """Text -> images: a list of prompts -> uint8 (B, H, W, 3). The same seed gives the same images.
         control: a condition image (H, W, 3), or one per prompt, for `self.controlnet` (see `controlled`)."""
-        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        prompts = checks.prompts("prompts", prompts)
+        steps, guidance, seed, eta, control_scale = self._check_sampling(negative_prompt, steps, guidance, seed, eta,
+                                                                         control_scale)
         shape = self.latent_shape(len(prompts), height, width)
         model = self.unet
         if control is not None:
@@ -171,11 +197,16 @@ class AnimationPipeline(ImagePipeline):
         MotionAdapter folder, then in the authors' load order: `personalized` (a DreamBooth UNet folder or an
         image LoRA file, official or kohya), `image_lora` (a LoRA file on top), the domain `adapter` (a LoRA
         file; its scale is `generate(adapter_scale=...)`), `motion_loras` (files, `path[:scale]`)."""
-        vae, text_encoder, unet, ddim = load_sd_folder(folder)
+        check_sd_folder(folder)  # every file named here exists, before any loads
         for name, path in [("motion_module", motion_module), ("personalized", personalized),
-                           ("image_lora", image_lora), ("adapter", adapter)]:
+                           ("image_lora", image_lora), ("adapter", adapter),
+                           *(("motion_loras", p) for p, _ in parse_motion_loras(motion_loras))]:
             if path is not None and not Path(path).exists():
                 raise FileNotFoundError(f"{name} {path} not found; download it (README: real weights) or leave it out")
+        if heads is not None:
+            checks.whole("heads", heads)
+        pick_device(device), pick_dtype(dtype)  # a device this machine has, a dtype autocast knows
+        vae, text_encoder, unet, ddim = load_sd_folder(folder)
         model = MotionUNet.from_unet(unet, motion_config_of(motion_module, heads)).eval().requires_grad_(False)
         load_motion_module(model, motion_module)
         pipe = cls(vae, text_encoder, model, ddim, device=device, dtype=dtype)
@@ -255,16 +286,41 @@ class AnimationPipeline(ImagePipeline):
         control: per-frame control by `self.controlnet` (`controlled`): a video (F, H, W, 3), one condition per
         frame (or one per prompt), or one image (H, W, 3) for all; control_scale/_start/_end as diffusers has them.
         free_init: FreeInit iterations after the first pass (`minianimate.free_init`; 0: plain sampling), with
-        its low-pass filter ('butterworth', 'gaussian', 'ideal') and spatial / temporal cut-offs.
+        its low-pass filter ('butterworth', 'gaussian', 'ideal') and spatial / temporal cut-offs in (0, 1].
         """
+        longest = self.unet.motion_config.max_frames  # every argument first, before any work (`minianimate.checks`)
+        frames = checks.whole("frames", frames)
+        if frames > longest and context is None:
+            raise ValueError(f"{frames} frames is longer than the motion module's positional encoding "
+                             f"({longest}); use sliding context windows, e.g. context=16 (--context 16)")
+        if isinstance(prompt, dict):
+            checks.keyframes("prompt", prompt, frames)
+        else:
+            checks.prompts("prompt", prompt)
+        steps, guidance, seed, eta, control_scale = self._check_sampling(negative_prompt, steps, guidance, seed, eta,
+                                                                         control_scale)
+        adapter_scale, motion_loras = checks.finite("adapter_scale", adapter_scale), parse_motion_loras(motion_loras)
+        context = None if context is None else checks.whole("context", context)
+        if context is not None and context > longest:
+            raise ValueError(f"context {context} is longer than the motion module's positional encoding "
+                             f"({longest} frames)")
+        overlap = None if overlap is None else checks.whole("overlap", overlap, 0)
+        if overlap is not None and (context is None or overlap >= context):
+            raise ValueError(f"overlap {overlap} needs context, and must be smaller than it (context={context})")
+        checks.choice("fuse", fuse, FUSE)
+        checks.choice("context_schedule", context_schedule, SCHEDULES)
+        noise_share = None if noise_share is None else checks.probability("noise_share", noise_share)
+        control_start, control_end = (checks.probability("control_start", control_start),
+                                      checks.probability("control_end", control_end))
+        if control_start > control_end:
+            raise ValueError(f"control_start must be <= control_end, got {control_start} > {control_end}")
+        free_init = checks.whole("free_init", free_init, 0)
+        free_init_filter, free_init_cutoff, free_init_temporal_cutoff = check_options(
+            free_init_filter, free_init_cutoff, free_init_temporal_cutoff)
         single = isinstance(prompt, (str, dict))
         prompts = travel_context(self.text_encoder, prompt, frames) if isinstance(prompt, dict) else (
             [prompt] if single else list(prompt))
         batch = 1 if isinstance(prompt, dict) else len(prompts)
-        longest = self.unet.motion_config.max_frames
-        if frames > longest and (context is None or context > longest):
-            raise ValueError(f"{frames} frames is longer than the motion module's positional encoding "
-                             f"({longest}); use sliding context windows, e.g. context=16 (--context 16)")
         self._set_loras(adapter_scale, motion_loras)
         shape = self.latent_shape(batch, height, width, frames)
         model, cond = self.unet, None

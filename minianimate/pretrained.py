@@ -57,20 +57,27 @@ def ddim_config(ddim: DDIM) -> dict:
     return {"_class_name": "DDIMScheduler", **{k: getattr(ddim, k) for k in SCHEDULER_FIELDS}, **SCHEDULER_FIXED}
 
 
-def load_sd_folder(folder) -> tuple:
-    """A diffusers SD folder -> (vae, CLIPPromptEncoder, image UNet, DDIM), nothing downloaded; missing files
-    raise an error that lists what to put where."""
-    from diffusers import AutoencoderKL
-    from transformers import CLIPTextModel, CLIPTokenizer
-
-    from minianimate.unet import UNet
-
+def check_sd_folder(folder) -> Path:
+    """`folder` as a Path if it holds every file of a diffusers SD folder (`NEEDED`), else an error that lists
+    what to put where."""
     folder = Path(folder)
     missing = [f"{sub}/{name}" for sub, names in NEEDED.items() for name in names if not (folder / sub / name).exists()]
     if missing:
         raise FileNotFoundError(f"{folder} is not a complete diffusers Stable Diffusion folder: missing "
                                 f"{', '.join(missing)}. Download e.g. stable-diffusion-v1-5/stable-diffusion-v1-5 "
                                 f"(safetensors) and put its unet/, vae/, text_encoder/, tokenizer/, scheduler/ there")
+    return folder
+
+
+def load_sd_folder(folder) -> tuple:
+    """A diffusers SD folder -> (vae, CLIPPromptEncoder, image UNet, DDIM), nothing downloaded; missing files
+    raise an error that lists what to put where (`check_sd_folder`)."""
+    from diffusers import AutoencoderKL
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    from minianimate.unet import UNet
+
+    folder = check_sd_folder(folder)
     vae = AutoencoderKL.from_pretrained(folder / "vae", local_files_only=True).eval().requires_grad_(False)
     text = CLIPPromptEncoder(CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True),
                              CLIPTextModel.from_pretrained(folder / "text_encoder", local_files_only=True).eval())

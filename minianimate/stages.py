@@ -14,6 +14,7 @@ shared `Trainer` (checkpoints in `run`, `resume`, NaN guard, DDP under torchrun)
 import torch
 import torch.nn.functional as F
 
+from minianimate import checks
 from minianimate.controlnet import ControlledUNet
 from minianimate.ddim import DDIM
 from minianimate.inflation import MotionUNet
@@ -34,6 +35,15 @@ def diffusion_loss(unet, text_encoder, latents: torch.Tensor, captions: list[str
     conditions: ControlNet conditions (N, 3, H, W) beside the latents, for a `ControlledUNet`.
     Under DDP the draws are those of the global batch (processes x batch) and this process keeps its `shard`.
     """
+    checks.tensor("latents", latents, "(N, C, h, w)", "(N, C, F, h, w)")
+    checks.strings("captions", captions, len(latents), "latent")
+    checks.whole("batch", batch)
+    checks.probability("text_dropout", text_dropout)
+    checks.finite("offset_noise", offset_noise, low=0)
+    checks.probability("noise_share", noise_share)
+    if conditions is not None:
+        checks.tensor("conditions", conditions, "(N, 3, H, W)")
+        checks.same_count("conditions", len(conditions), len(latents), "latent")
     batch *= world()[1]
     idx = torch.randint(0, len(latents), (batch,), generator=generator)
     x0 = latents[idx]
@@ -72,6 +82,10 @@ def fit(modules: dict, unet, text_encoder, latents, captions, ddim: DDIM, cfg: T
 def train_domain_adapter(unet, text_encoder, frames: torch.Tensor, captions, ddim: DDIM, cfg: TrainConfig, run,
                          targets=SPATIAL_ATTENTION, rank: int = 8, **fit_options) -> tuple[LoRA, Trainer]:
     """Stage 1: a LoRA (`targets`, `rank`) on the frozen image `unet`, trained on video frames (N, C, h, w)."""
+    checks.config(cfg, "cfg")
+    checks.tensor("frames", frames, "(N, C, h, w)")
+    checks.strings("captions", captions, len(frames), "frame")
+    checks.whole("rank", rank)
     unet.requires_grad_(False)
     lora = LoRA.inject(unet, targets, rank=rank, name="domain_adapter")
     trainer = fit({"lora": lora}, unet, text_encoder, frames, captions, ddim, cfg, run, desc="adapter",
@@ -83,6 +97,10 @@ def train_motion_module(unet: MotionUNet, text_encoder, clips: torch.Tensor, cap
                         cfg: TrainConfig, run, gradient_checkpointing: bool = False, **fit_options) -> Trainer:
     """Stage 2: only the motion modules of `unet` train, on clip latents (N, C, F, h, w); the image weights
     (and a domain adapter attached to them) stay frozen."""
+    checks.instance("unet", unet, MotionUNet, " (inflate the image UNet first: MotionUNet.from_unet)")
+    checks.config(cfg, "cfg")
+    checks.tensor("clips", clips, "(N, C, F, h, w)")
+    checks.strings("captions", captions, len(clips), "clip")
     unet.requires_grad_(False)
     params = unet.motion_parameters()
     for p in params:
@@ -98,6 +116,12 @@ def train_motion_lora(unet: MotionUNet, text_encoder, clips: torch.Tensor, capti
                       **fit_options) -> tuple[LoRA, Trainer]:
     """Stage 3: a MotionLoRA (rank `rank`) on the motion modules' attention, everything else frozen, trained
     on reference clips (N, C, F, h, w) of one motion."""
+    checks.instance("unet", unet, MotionUNet, " (inflate the image UNet first: MotionUNet.from_unet)")
+    checks.config(cfg, "cfg")
+    checks.tensor("clips", clips, "(N, C, F, h, w)")
+    checks.strings("captions", captions, len(clips), "clip")
+    checks.whole("rank", rank)
+    checks.text("name", name)
     unet.requires_grad_(False)
     lora = LoRA.inject(unet, MOTION_ATTENTION, rank=rank, name=name)
     unet.train()
@@ -110,6 +134,11 @@ def train_controlnet(unet, controlnet, text_encoder, latents: torch.Tensor, capt
                      ddim: DDIM, cfg: TrainConfig, run, **fit_options) -> Trainer:
     """A ControlNet (ControlNet paper; not an AnimateDiff stage) on the frozen image `unet`, trained on images:
     latents (N, C, h, w) with their condition images (N, 3, H, W) in [0, 1]."""
+    checks.config(cfg, "cfg")
+    checks.tensor("latents", latents, "(N, C, h, w)")
+    checks.strings("captions", captions, len(latents), "latent")
+    checks.tensor("conditions", conditions, "(N, 3, H, W)")
+    checks.same_count("conditions", len(conditions), len(latents), "latent")
     unet.requires_grad_(False)
     controlnet.requires_grad_(True).train()
     return fit({"controlnet": controlnet}, ControlledUNet(unet, controlnet), text_encoder, latents, captions, ddim,

@@ -7,6 +7,8 @@ first keyframe's before it, the last one's after it). The MotionUNet takes one p
 import numpy as np
 import torch
 
+from minianimate import checks
+
 
 def parse_travel(text: str) -> dict[int, str]:
     """CLI form `0:a red circle moving left|16:a blue circle moving right` -> {0: ..., 16: ...}."""
@@ -22,9 +24,7 @@ def parse_travel(text: str) -> dict[int, str]:
 
 def frame_weights(keyframes, frames: int) -> torch.Tensor:
     """(F, K) weights of the K keyframes (sorted) at each frame: exactly one-hot at a keyframe, linear between."""
-    keys = sorted(keyframes)
-    if not keys or keys[0] < 0 or keys[-1] >= frames:
-        raise ValueError(f"keyframes {keys} must lie in 0..{frames - 1} (frames={frames})")
+    keys = sorted(checks.keyframes("prompt travel", keyframes, checks.whole("frames", frames)))
     one_hot = np.eye(len(keys))  # keyframe i's weight: 1 at its frame, 0 at the others, linear between
     return torch.tensor(np.stack([np.interp(np.arange(frames), keys, row) for row in one_hot], 1), dtype=torch.float32)
 

@@ -80,10 +80,12 @@ def _generate(args):
 
     root = checkpoints(args, "vae", "text_encoder", "base", "motion", "motion_config")
     out = out_file(args.out, (".mp4", ".gif", ".png"), ".mp4, .gif or .png (a contact sheet of the frames)")
-    from minianimate.travel import frame_weights, parse_travel
+    from minianimate.checks import keyframes
+    from minianimate.travel import parse_travel
 
     prompt = parse_travel(args.prompt_travel) if args.prompt_travel else args.prompt
-    frame_weights(prompt, args.frames) if args.prompt_travel else None  # keyframes inside the clip
+    if args.prompt_travel:
+        keyframes("--prompt-travel", prompt, args.frames)  # inside the clip
     check_prompts(root, *(prompt.values() if args.prompt_travel else [prompt]), args.negative_prompt)
     check_personalized(args.model, root, lora_ok=True)
     longest = read_json(shipped("motion_config", root))["motion"]["max_frames"]
@@ -120,18 +122,23 @@ def _generate(args):
 
 
 def _eval(args):
-    root = checkpoints(args, "vae", "text_encoder", "base", "motion", "motion_config", "outlined", "pastel",
-                       "adapter")
+    names = ("vae", "text_encoder", "base", "outlined", "pastel") if args.personalized else (
+        "vae", "text_encoder", "base", "motion", "motion_config", "outlined", "pastel", "adapter")
+    root = checkpoints(args, *names)
     if args.json and Path(args.json).is_dir():
         raise ValueError(f"--json {args.json} is a folder; give a file name")
     import json
 
-    from minianimate.toy.evaluation import eval_table, format_table
+    from minianimate.toy.evaluation import eval_table, format_personalized, format_table, personalized_table
 
-    table = eval_table(root=root, per_row=args.per_row, steps=args.steps, seed=args.seed)
-    print(format_table(table))
+    if args.personalized:
+        table = personalized_table(root=root, seeds=args.seeds, steps=args.steps, seed=args.seed)
+        print(format_personalized(table))
+    else:
+        table = eval_table(root=root, per_row=args.per_row, steps=args.steps, seed=args.seed)
+        print(format_table(table))
     if args.json:
-        rows = [{k: v for k, v in row.items() if k != "clips"} for row in table]  # figures only
+        rows = [{k: v for k, v in row.items() if k not in ("clips", "images")} for row in table]  # figures only
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(rows, indent=2))
 
@@ -236,6 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("eval", _eval, "the metric table of the shipped motion module (direction, style, watermark)")
     p.add_argument("--per-row", type=count(1), default=12, help="clips per row")
+    p.add_argument("--personalized", action="store_true", help="instead: the personalized T2I models (base, "
+                   "outlined, pastel) on every colour x shape prompt: colour, shape, style, whole shape inside, "
+                   "clean background")
+    p.add_argument("--seeds", type=count(1), default=4, help="--personalized: seeds per prompt (4: 48 images a model)")
     p.add_argument("--steps", type=count(1, 1000), default=25)
     p.add_argument("--seed", type=count(0), default=0)
     p.add_argument("--json", default=None, help="also write the table to this file")

@@ -1,9 +1,10 @@
 """The command line's argument types and checks: whole numbers, finite numbers, output paths, device/dtype.
-Each turns a bad value into one line that says what was wrong (see `minianimate.toy.cli`)."""
+Each turns a bad value into one line that says what was wrong (see `minianimate.toy.cli`); the ranges are
+checked by `minianimate.checks`, as the Python API checks them."""
 import argparse
-import math
 from pathlib import Path
 
+from minianimate import checks
 from minianimate.device import DTYPES
 
 
@@ -17,30 +18,30 @@ class Parser(argparse.ArgumentParser):
 
 
 def count(low: int = 1, high: int | None = None):
-    """An argparse type: a whole number in [low, high]."""
+    """An argparse type: a whole number in [low, high] (`checks.whole`, as the Python API checks it)."""
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < low or (high is not None and value > high):
-            raise argparse.ArgumentTypeError(f"must be >= {low}" + (f" and <= {high}" if high else "") +
-                                             f", got {value}")
-        return value
+        try:
+            return checks.whole(None, value, low, high)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
     return parse
 
 
 def number(low: float | None = None):
-    """An argparse type: a finite number >= low."""
+    """An argparse type: a finite number >= low (`checks.finite`, as the Python API checks it)."""
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not math.isfinite(value) or (low is not None and value < low):
-            raise argparse.ArgumentTypeError("must be a finite number" + (f" >= {low:g}" if low is not None else "")
-                                             + f", got {text}")
-        return value
+        try:
+            return checks.finite(None, value, low)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
     return parse
 
 

@@ -7,13 +7,12 @@ paper's `linear` betas) from the base to the motion stage.
 """
 import hashlib
 import json
-import math
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
-from typing import get_args, get_type_hints
 
 import torch
 
+from minianimate import checks
 from minianimate.checkpoint import CheckpointError, describe_keys, read_state_dict
 from minianimate.controlnet import ControlNet
 from minianimate.ddim import DDIM
@@ -104,24 +103,9 @@ def default_run(stage: str, config, cfg) -> Path:
 
 
 def check_config(cfg, where="config"):
-    """`cfg`, or a ValueError naming the first field of the wrong type or range: ints are counts (>= 1; `seed`
-    any, `warmup` >= 0), floats finite and >= 0 (`lr` > 0, `ema` < 1), `decay` 'cosine' or 'constant'."""
-    hints = get_type_hints(type(cfg))
-    for f in fields(cfg):
-        value, types = getattr(cfg, f.name), get_args(hints[f.name]) or (hints[f.name],)
-        if isinstance(value, bool) != (bool in types) or not isinstance(value, (*types, *[int] * (float in types))):
-            text = " (YAML reads 1e-3 as text: write 1.0e-3 or 0.001)" if isinstance(value, str) and "e" in value else ""
-            names = " or ".join(t.__name__.replace("NoneType", "null") for t in types)
-            raise ValueError(f"{where}: {f.name} must be {names}, got {value!r}{text}")
-        if f.name == "decay" and value not in ("cosine", "constant"):
-            raise ValueError(f"{where}: decay must be 'cosine' or 'constant', got {value!r}")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or f.name == "seed":
-            continue
-        low = 0 if f.name == "warmup" or float in types else 1
-        if not math.isfinite(value) or value < low or (f.name, value) == ("lr", 0) or (f.name == "ema" and value >= 1):
-            rule = {"lr": "> 0", "ema": "in [0, 1)"}.get(f.name, f">= {low}")
-            raise ValueError(f"{where}: {f.name} must be {rule}, got {value!r}")
-    return cfg
+    """`cfg`, or a ValueError naming the first field of the wrong type or range (`minianimate.checks.config`,
+    which the core's training stages call too)."""
+    return checks.config(cfg, where)
 
 
 def check_stage_inputs(stage: str, cfg, root, where, choices: dict) -> None:
@@ -170,9 +154,7 @@ def check_personalized(model: str, root=CHECKPOINTS, lora_ok: bool = True) -> No
 def check_motion_lora(spec, root=CHECKPOINTS) -> tuple[str, float]:
     """A MotionLoRA `NAME_OR_PATH[:SCALE]` -> (name or path, scale): a name in root/motion_loras or a LoRA
     file whose keys target the motion modules (not an image LoRA, not a motion module)."""
-    name, scale = parse_motion_lora(spec)
-    if not math.isfinite(scale):
-        raise ValueError(f"MotionLoRA {spec}: the scale must be a finite number")
+    name, scale = parse_motion_lora(spec, "--motion-lora")  # a finite scale
     folder = Path(root) / FILES["motion_loras"]
     path = folder / f"{name}.safetensors" if not Path(name).suffix else Path(name)
     if not path.is_file():
