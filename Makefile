@@ -5,7 +5,7 @@ VPY      := $(VENV)/bin/python
 TORCH    ?= torch==2.13.0
 NB_TIMEOUT ?= 600
 
-.PHONY: venv demo test test-py test-nb bench checkpoints clean
+.PHONY: venv demo test test-py test-nb exercises bench checkpoints clean
 
 venv: $(VENV)/.installed
 
@@ -26,7 +26,12 @@ test-py: venv
 
 test-nb: venv
 	MINIANIMATE_QUICK=1 $(VPY) -m pytest --nbval-lax --nbval-current-env \
-		--nbval-cell-timeout=$(NB_TIMEOUT) -p no:cacheprovider notebooks
+		--nbval-cell-timeout=$(NB_TIMEOUT) -p no:cacheprovider notebooks course/source course/student
+
+# The course's student notebooks, rebuilt from the solution notebooks (commit the result; tests/test_course.py
+# fails when they drift apart).
+exercises: venv
+	$(VPY) -m minianimate.course build
 
 # Rebuild the shipped toy checkpoints from scratch (fixed seeds; minutes are logged in
 # data_samples/checkpoints/training_log.json). One stage at a time: 2 cores.

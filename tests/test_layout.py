@@ -88,13 +88,16 @@ def test_public_api_at_the_top():
 # The core's line budget. Issue 13 set 2,500 for the paper alone (stages, UNet, inflation, LoRA, DDIM, formats,
 # pipeline). Issues 15 (devices and precision, DDP, SD1.5 folders in and diffusers folders out: device.py,
 # pretrained.py), 16 (ControlNet: controlnet.py, per-frame control) and 18 (travel.py, free_init.py, looped
-# windows) added about 650 lines of capability; the budget moved with them, and stays a ceiling.
-CORE_LINES = 3200
+# windows) added about 650 lines of capability; the budget moved with them, and stays a ceiling. Issue 27 (the
+# Python API checks its arguments as the CLI does: checks.py and its calls) added about 290, issue 24 (image LoRAs
+# in diffusers' save/load_lora_weights layout) about 70. The course kit (`minianimate/course`, issue 25) is kept
+# apart from the core, as the toy world is.
+CORE_LINES = 3520
 
 
 def test_file_and_package_sizes():
     lines = {p: len(p.read_text().splitlines()) for p in PACKAGE.rglob("*.py")}
-    core = sum(n for p, n in lines.items() if "toy" not in p.relative_to(PACKAGE).parts)
+    core = sum(n for p, n in lines.items() if not {"toy", "course"} & set(p.relative_to(PACKAGE).parts))
     assert core <= CORE_LINES, f"core package is {core} lines"
     assert lines[PACKAGE / "motion_module.py"] <= 150
     assert {str(p): n for p, n in lines.items() if n > 400} == {}
