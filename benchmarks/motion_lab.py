@@ -1,17 +1,22 @@
-"""Motion lab: short, equal arms of stage 2 (the motion module) on the same cached clip latents.
+"""Motion lab: the motion stage (stage 2) one rung at a time, in short, equal arms with learning curves.
 
-Every arm starts from fresh (identity) motion modules on the frozen toy base, with the same seed, the
-same clips and the same number of steps; only its levers differ. Every arm is then evaluated on the
-same fixed set (12 held-out + 12 trained prompts, 16 frames, adapter scale 0, DDIM 25, CFG 7.5) by
-direction accuracy, centroid jerk, visible-frame rate, frame consistency and start-to-end displacement,
-and the loss per timestep bin is measured with the motion modules on and zeroed (where do they help?).
+The ladder (`RUNGS`): rung 1 one combination ("a red circle moving right"); rung 2 one colour and shape in
+four directions plus still prompts; rung 3 the full set with the held-out combinations. Every arm starts
+from fresh (identity) motion modules on the frozen shipped base (or from another arm's module: `init`),
+with the same seed, the same clips of its rung and the same evaluation; only its levers differ.
 
-    python benchmarks/motion_lab.py --arms plain,shared-noise --steps 800 --out runs/lab
-    python benchmarks/motion_lab.py --table --out runs/lab       # the table of every arm run so far
+Every 500 steps the arm is evaluated on its rung's fixed set (16 frames, DDIM 25, CFG 7.5, adapter off;
+>= 24 moving clips per group): direction, jerk, visible frames, displacement against real clips of the
+same prompts, and the share of *steady* clips (`metrics.steady`: visible in >= 95% of frames, no
+frame-to-frame jump over 4 px, travel 50-150% of the real clips') that go the prompted way. A rung meets
+its aims when >= 90% of its moving clips are steady and go the prompted way and mean jerk <= 1.5.
 
-Clip latents are cached in `OUT/cache/` (rendering + encoding 2,000 clips takes minutes, once).
-Results: `OUT/ARM.json` per arm and `OUT/table.md`. The arms measured so far are kept in
-`benchmarks/results/motion_lab/` (copied from runs/lab).
+    python benchmarks/motion_lab.py --arms r1-slow --out runs/lab      # one arm (resumes if stopped)
+    python benchmarks/motion_lab.py --table --out runs/lab             # the table of every arm so far
+
+Run two arms side by side, one thread each (`--threads 1`, the default): about twice the work of one
+two-thread arm. Clip latents are cached in `OUT/cache/`. Results: `OUT/ARM.json` (levers, curve) and
+`OUT/table.md`; the arms measured are kept in `benchmarks/results/motion_lab/`.
 """
 import argparse
 import json
@@ -22,30 +27,68 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from minianimate import LoRA
 from minianimate.autoencoder import encode_clips
+from minianimate.checkpoint import read_state_dict
+from minianimate.inflation import is_motion_key
 from minianimate.pipeline import AnimationPipeline
 from minianimate.sampling import frame_noise
 from minianimate.trainer import Trainer, TrainConfig
 from minianimate.toy import metrics
 from minianimate.toy import shapeworld as sw
-from minianimate.toy.datasets import HELD_OUT, clip_set
-from minianimate.toy.evaluation import balanced_prompts
-from minianimate.toy.models import CHECKPOINTS, FILES, TOY_MOTION, load_motion_unet, load_text_encoder, load_vae, toy_ddim
+from minianimate.toy.datasets import HELD_OUT, clip_set, combos
+from minianimate.toy.models import CHECKPOINTS, TOY_MOTION, load_motion_unet, load_text_encoder, load_vae, toy_ddim
 
-COMMON = dict(steps=800, batch=4, lr=1e-3, frames=16, clips=2000, still=0.1, seed=0)
-ARMS = {  # name -> levers; every lever's default is the plain recipe
-    "plain": {},
-    "shared-noise": {"noise_share": 0.5},
-    "high-t": {"high_t": 0.7},
-    "shared+high-t": {"noise_share": 0.5, "high_t": 0.7},
-    "min-snr": {"weighting": "min-snr"},
-    "frame-diff": {"frame_diff": 1.0},
-    "shared-0.8": {"noise_share": 0.8},
-    "watermark+adapter-random": {"watermark": True, "adapter": "random"},
+SLOW = (0.6, 1.0)  # px/frame: the slower world (travel 9-15 px over 16 frames instead of 22-38)
+RED_CIRCLE = [("red", "circle", d) for d in sw.DIRECTIONS]
+RUNGS = {  # clips drawn from `only` (None: every combination not held out); evaluation groups
+    1: dict(only=[("red", "circle", "right")], still=0.0, clips=400),
+    2: dict(only=RED_CIRCLE, still=0.1, clips=800),
+    3: dict(only=None, still=0.1, clips=2000),
 }
-LEVERS = dict(noise_share=0.0, high_t=0.0, weighting="eps", frame_diff=0.0, watermark=False, adapter=None)
+LEVERS = dict(rung=1, steps=2000, batch=4, lr=1e-3, decay="constant", warmup=100, ema=0.0, speed=None,
+              noise_share=0.0, high_t=0.0, weighting="eps", text_dropout=0.1, freeze16="none", init=None)
+ARMS = {  # name -> the levers that differ from LEVERS
+    "r1-plain": {},
+    "r1-slow": {"speed": SLOW},
+    "r1-slow-shared0.3": {"speed": SLOW, "noise_share": 0.3},
+    "r1-slow-shared0.5": {"speed": SLOW, "noise_share": 0.5},
+    "r1-slow-shared0.8": {"speed": SLOW, "noise_share": 0.8},
+    "r1-slow-high-t": {"speed": SLOW, "high_t": 0.7},
+    "r1-slow-cosine": {"speed": SLOW, "decay": "cosine"},
+    "r1-slow-lr3e-4": {"speed": SLOW, "lr": 3e-4},
+    "r1-slow-ema": {"speed": SLOW, "ema": 0.999},
+    "r1-slow-batch8": {"speed": SLOW, "batch": 8},
+    "r1-slow-freeze16": {"speed": SLOW, "freeze16": "both"},
+    "r1-slow-ema-cosine": {"speed": SLOW, "ema": 0.999, "decay": "cosine"},
+    "r2-slow": {"rung": 2, "speed": SLOW},
+    "r2-slow-ema-cosine": {"rung": 2, "speed": SLOW, "ema": 0.999, "decay": "cosine"},
+    "r2-slow-from-r1": {"rung": 2, "speed": SLOW, "init": "r1-slow"},
+    "r2-slow-freeze16": {"rung": 2, "speed": SLOW, "freeze16": "both"},
+    "r2-slow-freeze16-down": {"rung": 2, "speed": SLOW, "freeze16": "down"},
+    "r2-slow-no-dropout": {"rung": 2, "speed": SLOW, "text_dropout": 0.0},
+    "r2-slow-batch8": {"rung": 2, "speed": SLOW, "batch": 8},
+    "r3-slow": {"rung": 3, "speed": SLOW},
+}
+EVAL_EVERY, SEED, FRAMES = 500, 0, 16
 BINS = ((0, 200), (200, 400), (400, 600), (600, 800), (800, 1000))
+
+
+def eval_groups(rung: int) -> dict:
+    """name -> (colour, shape, direction) targets of the rung's fixed evaluation ('still' clips apart)."""
+    if rung == 1:
+        return {"moving": [("red", "circle", "right")] * 24}
+    if rung == 2:
+        return {"moving": [x for x in RED_CIRCLE for _ in range(6)], "still": [("red", "circle", "still")] * 4}
+    return {"held_out": [x for x in HELD_OUT for _ in range(4)], "trained": balanced_targets(24),
+            "still": [(c, s, "still") for c, s, _ in balanced_targets(4, seed=1)]}
+
+
+def balanced_targets(n: int, seed: int = 0) -> list:
+    """n trained (colour, shape, direction) combinations, every direction equally often."""
+    rng = np.random.default_rng(seed)
+    by_dir = {d: [x for x in combos(False) if x[2] == d] for d in sw.DIRECTIONS}
+    return [by_dir[d][i] for k in range(n) for d in [sw.DIRECTIONS[k % 4]]
+            for i in [int(rng.integers(len(by_dir[d])))]]
 
 
 def timesteps(batch: int, generator, high_t: float, T: int = 1000) -> torch.Tensor:
@@ -55,154 +98,183 @@ def timesteps(batch: int, generator, high_t: float, T: int = 1000) -> torch.Tens
     return torch.where(torch.rand(batch, generator=generator) < high_t, high, t)
 
 
-def lab_loss(unet, text_encoder, latents, captions, ddim, generator, batch, levers, adapter=None):
+def lab_loss(unet, text_encoder, latents, captions, ddim, generator, levers):
+    batch = levers["batch"]
     idx = torch.randint(0, len(latents), (batch,), generator=generator)
     x0 = latents[idx]
-    drop = torch.rand(batch, generator=generator) < 0.1
+    drop = torch.rand(batch, generator=generator) < levers["text_dropout"]
     prompts = ["" if d else captions[i] for i, d in zip(idx.tolist(), drop.tolist())]
     noise = frame_noise(x0.shape, generator, levers["noise_share"])
     t = timesteps(batch, generator, levers["high_t"])
-    if adapter is not None and levers["adapter"] == "random":
-        scale = float(torch.rand((), generator=generator))
-        adapter.scale, adapter.enabled = scale, True
     eps = unet(ddim.add_noise(x0, noise, t), t, text_encoder.encode_prompt(prompts))
-    err = (eps - noise) ** 2  # (B, C, F, h, w)
-    per_clip = err.mean(dim=(1, 2, 3, 4))
+    per_clip = ((eps - noise) ** 2).mean(dim=(1, 2, 3, 4))
     if levers["weighting"] == "min-snr":  # Min-SNR-5 for epsilon prediction: min(snr, 5) / snr
         abar = ddim.alphas_cumprod[t]
         snr = abar / (1 - abar)
         per_clip = per_clip * torch.clamp(snr, max=5.0) / snr
-    loss = per_clip.mean()
-    if levers["frame_diff"]:
-        diff = (eps - noise).diff(dim=2)
-        loss = loss + levers["frame_diff"] * diff.pow(2).mean() / 2
-    return loss
+    return per_clip.mean()
 
 
-def cached_clips(vae, out: Path, n: int, frames: int, still: float, watermark: bool, seed: int):
-    path = out / "cache" / f"clips{n}_f{frames}_still{still}_wm{int(watermark)}_seed{seed}.pt"
+def cached_clips(vae, out: Path, levers: dict):
+    rung = RUNGS[levers["rung"]]
+    speed = levers["speed"] or sw.SPEED_RANGE
+    path = out / "cache" / f"rung{levers['rung']}_n{rung['clips']}_speed{speed[0]}-{speed[1]}.pt"
     if path.exists():
         data = torch.load(path, weights_only=False)
         return data["latents"], data["captions"]
-    clips, captions = clip_set(n, seed + 2000, frames, still=still, watermark=watermark)
+    clips, captions = clip_set(rung["clips"], SEED + 2000, FRAMES, still=rung["still"], watermark=False,
+                               only=rung["only"], speed_range=levers["speed"])
     latents = encode_clips(vae, clips)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"latents": latents, "captions": captions}, path)
     return latents, captions
 
 
-class zeroed:
-    """Context manager: the motion modules' output projections set to zero (identity modules)."""
+def frozen16(unet, which: str) -> list:
+    """The motion modules at the 16x16 level: 'down' (no text reaches its features), 'both' (+ the last up
+    block), 'none'."""
+    blocks = {"none": [], "down": [unet.down_blocks[0]], "both": [unet.down_blocks[0], unet.up_blocks[-1]]}[which]
+    return [p for b in blocks for p in b.motion_modules.parameters()]
 
-    def __init__(self, unet):
-        self.unet = unet
+
+def reference_displacement(targets, speed, n: int = 4) -> float:
+    """Mean start-to-end displacement (px) of real clean clips of the moving targets (n each)."""
+    rng = np.random.default_rng(SEED + 77)
+    clips = [sw.render_clip(rng, FRAMES, c, s, d, watermark=False, speed_range=speed)[0]
+             for c, s, d in targets for _ in range(n) if d != "still"]
+    return float(np.mean([metrics.describe(x)["displacement"] for x in clips])) if clips else 0.0
+
+
+def generate(unet, vae, text_encoder, targets, share, seed=1, batch=8):
+    pipe = AnimationPipeline(vae, text_encoder, unet, toy_ddim())
+    prompts = [sw.caption(c, s, None if d == "still" else d) for c, s, d in targets]
+    return np.concatenate([pipe.generate(prompts[i:i + batch], frames=FRAMES, steps=25, guidance=7.5,
+                                         seed=seed + i, noise_share=share, progress=False)
+                           for i in range(0, len(prompts), batch)])
+
+
+def group_figures(clips, targets, reference: float) -> dict:
+    """Direction, jerk, visible, displacement, colour, steady and 'ok' (steady and the prompted way) rates."""
+    ds = metrics.describe_all(clips)
+    colors, _, directions = zip(*targets)
+    f = metrics.score(ds, dict(direction=directions, color=colors))
+    steady = [metrics.steady(d, reference) for d in ds]
+    ok = [s and d["direction"] == want for s, d, want in zip(steady, ds, directions)]
+    out = {k: round(float(f[k]), 4) for k in ("direction", "jerk", "visible", "displacement", "color")}
+    out.update(steady=round(float(np.mean(steady)), 4), ok=round(float(np.mean(ok)), 4),
+               max_jump=round(float(np.median([d["max_jump"] for d in ds])), 2), reference=round(reference, 2))
+    if directions[0] != "still":
+        out["meets"] = bool(out["ok"] >= 0.9 and out["jerk"] <= 1.5)
+    return out
+
+
+class swapped:
+    """Context manager: the EMA weights of the motion modules in the UNet (if the trainer keeps an EMA)."""
+
+    def __init__(self, trainer, unet):
+        self.trainer, self.unet = trainer, unet
 
     def __enter__(self):
-        self.saved = {n: p.detach().clone() for n, p in self.unet.named_parameters() if ".proj_out." in n
-                      and "motion_modules" in n}
-        with torch.no_grad():
-            for n, p in self.unet.named_parameters():
-                if n in self.saved:
-                    p.zero_()
+        if self.trainer.ema:
+            self.saved = {k: v.clone() for k, v in self.unet.motion_state_dict().items()}
+            self.unet.load_state_dict(self.trainer.ema["unet"].motion_state_dict(), strict=False)
 
     def __exit__(self, *exc):
-        with torch.no_grad():
-            for n, p in self.unet.named_parameters():
-                if n in self.saved:
-                    p.copy_(self.saved[n])
+        if self.trainer.ema:
+            self.unet.load_state_dict(self.saved, strict=False)
 
 
 @torch.no_grad()
 def bin_losses(unet, text_encoder, latents, captions, ddim, share, n=32, seed=123) -> dict:
     """Epsilon MSE per timestep bin on the first n clips, same noise for every arm; modules on and zeroed."""
     g = torch.Generator().manual_seed(seed)
-    x0 = latents[:n]
+    x0, context = latents[:n], text_encoder.encode_prompt(list(captions[:n]))
     noise = frame_noise(x0.shape, g, share)
-    context = text_encoder.encode_prompt(list(captions[:n]))
+    saved = {k: v.clone() for k, v in unet.motion_state_dict().items()}
+    zero = {k: torch.zeros_like(v) if ".proj_out." in k else v for k, v in saved.items()}
     out = {}
     for lo, hi in BINS:
         t = torch.randint(lo, hi, (n,), generator=g)
         xt = ddim.add_noise(x0, noise, t)
-        on = sum(F.mse_loss(unet(xt[i:i + 8], t[i:i + 8], context[i:i + 8]), noise[i:i + 8]).item()
-                 for i in range(0, n, 8)) / (n // 8)
-        with zeroed(unet):
-            off = sum(F.mse_loss(unet(xt[i:i + 8], t[i:i + 8], context[i:i + 8]), noise[i:i + 8]).item()
-                      for i in range(0, n, 8)) / (n // 8)
-        out[f"{lo}-{hi - 1}"] = {"modules": on, "zeroed": off}
+        row = {}
+        for label, state in (("modules", saved), ("zeroed", zero)):
+            unet.load_state_dict(state, strict=False)
+            row[label] = round(sum(F.mse_loss(unet(xt[i:i + 8], t[i:i + 8], context[i:i + 8]), noise[i:i + 8]).item()
+                                   for i in range(0, n, 8)) / (n // 8), 5)
+        out[f"{lo}-{hi - 1}"] = row
+    unet.load_state_dict(saved, strict=False)
     return out
 
 
-def eval_prompts():
-    held = [HELD_OUT[i % len(HELD_OUT)] for i in range(12)]
-    return held, balanced_prompts(12, False, seed=0)
-
-
-def generate(unet, vae, text_encoder, targets, frames, share, seed, steps=25, guidance=7.5, batch=8):
-    """Clips of (colour, shape, direction) targets, 8 at a time, the start noise shared across frames by `share`."""
-    pipe = AnimationPipeline(vae, text_encoder, unet, toy_ddim())
-    prompts = [sw.caption(*x) for x in targets]
-    return np.concatenate([pipe.generate(prompts[i:i + batch], frames=frames, steps=steps, guidance=guidance,
-                                         seed=seed + i, noise_share=share, progress=False)
-                           for i in range(0, len(prompts), batch)])
-
-
-def clip_figures(clips, targets) -> dict:
-    """Direction accuracy, jerk, visible-frame rate, consistency, displacement (px, start to end)."""
-    colors, _, directions = zip(*targets)
-    figures = metrics.score(metrics.describe_all(clips), dict(direction=directions, color=colors))
-    return {k: figures[k] for k in ("direction", "jerk", "visible", "consistency", "displacement", "color")}
-
-
-def run_arm(name: str, levers: dict, common: dict, out: Path) -> dict:
-    levers = {**LEVERS, **levers}
+def run_arm(name: str, levers: dict, out: Path, steps: int | None = None) -> dict:
+    levers = {**LEVERS, **levers, **({"steps": steps} if steps else {})}
     started = time.time()
-    torch.manual_seed(common["seed"])
-    root = CHECKPOINTS
-    vae, text_encoder = load_vae(root), load_text_encoder(root)
-    unet = load_motion_unet(root, TOY_MOTION).requires_grad_(False)
-    for p in unet.motion_parameters():
+    torch.manual_seed(SEED)
+    vae, text_encoder = load_vae(CHECKPOINTS), load_text_encoder(CHECKPOINTS)
+    unet = load_motion_unet(CHECKPOINTS, TOY_MOTION).requires_grad_(False)
+    if levers["init"]:
+        weights = read_state_dict(out / "runs" / levers["init"] / "weights.safetensors")
+        unet.load_state_dict({k[5:]: v for k, v in weights.items() if is_motion_key(k)}, strict=False)
+    frozen = {id(p) for p in frozen16(unet, levers["freeze16"])}
+    params = [p for p in unet.motion_parameters() if id(p) not in frozen]
+    for p in params:
         p.requires_grad_(True)
-    adapter = None
-    if levers["adapter"]:
-        adapter = LoRA.load(unet, root / FILES["adapter"], scale=1.0).requires_grad_(False)
-    latents, captions = cached_clips(vae, out, common["clips"], common["frames"], common["still"],
-                                     levers["watermark"], common["seed"])
+    latents, captions = cached_clips(vae, out, levers)
     ddim = toy_ddim()
-    cfg = TrainConfig(steps=common["steps"], batch=common["batch"], lr=common["lr"], warmup=50,
-                      checkpoint_every=common["steps"], seed=common["seed"])
-    trainer = Trainer({"unet": unet}, cfg, out / "runs" / name, params=unet.motion_parameters())
+    cfg = TrainConfig(steps=levers["steps"], batch=levers["batch"], lr=levers["lr"], warmup=levers["warmup"],
+                      decay=levers["decay"], ema=levers["ema"], checkpoint_every=EVAL_EVERY, seed=SEED)
+    trainer = Trainer({"unet": unet}, cfg, out / "runs" / name, params=params)
+    result_path = out / f"{name}.json"
+    old = json.loads(result_path.read_text()) if result_path.exists() else {}
+    result = {"arm": name, "levers": levers, "curve": old.get("curve", []), "train_minutes": old.get("train_minutes", 0.0)}
+    if trainer.resume():
+        result["curve"] = [row for row in result["curve"] if row["step"] <= trainer.step]
+    groups = eval_groups(levers["rung"])
+    references = {g: reference_displacement(t, levers["speed"]) for g, t in groups.items()}
+    clock = {"train": time.time()}
+
+    def evaluate(tr):
+        result["train_minutes"] = round(result["train_minutes"] + (time.time() - clock["train"]) / 60, 2)
+        t0 = time.time()
+        unet.eval()
+        row = {"step": tr.step, "loss": round(sum(tr.losses[-EVAL_EVERY:]) / len(tr.losses[-EVAL_EVERY:]), 5)}
+        with swapped(tr, unet):
+            for g, targets in groups.items():
+                clips = generate(unet, vae, text_encoder, targets, levers["noise_share"])
+                row[g] = group_figures(clips, targets, references[g])
+                np.save(out / "clips" / f"{name}_{g}.npy", clips[:8])
+        row["eval_minutes"] = round((time.time() - t0) / 60, 2)
+        result["curve"].append(row)
+        result_path.write_text(json.dumps(result, indent=1))
+        print(json.dumps(row), flush=True)
+        unet.train()
+        clock["train"] = time.time()
+
+    (out / "clips").mkdir(parents=True, exist_ok=True)
     unet.train()
-    trainer.fit(lambda step, g: lab_loss(unet, text_encoder, latents, captions, ddim, g, cfg.batch, levers, adapter),
-                desc=name)
-    train_minutes = (time.time() - started) / 60
+    trainer.fit(lambda step, g: lab_loss(unet, text_encoder, latents, captions, ddim, g, levers),
+                on_checkpoint=evaluate, desc=name, progress=False)
     unet.eval()
-    if adapter is not None:
-        adapter.scale, adapter.enabled = 0.0, False
-    held, trained = eval_prompts()
-    result = {"arm": name, "levers": levers, "common": common, "train_minutes": round(train_minutes, 2),
-              "final_loss": sum(trainer.losses[-50:]) / 50}
-    for label, targets in (("held_out", held), ("trained", trained)):
-        clips = generate(unet, vae, text_encoder, targets, 16, levers["noise_share"], seed=1)
-        result[label] = clip_figures(clips, targets)
-        np.save(out / f"{name}_{label}.npy", clips[:4])
-    result["bins"] = bin_losses(unet, text_encoder, latents, captions, ddim, levers["noise_share"])
+    with swapped(trainer, unet):
+        result["bins"] = bin_losses(unet, text_encoder, latents, captions, ddim, levers["noise_share"])
     result["minutes"] = round((time.time() - started) / 60, 2)
-    (out / f"{name}.json").write_text(json.dumps(result, indent=2))
-    print(json.dumps({k: v for k, v in result.items() if k != "bins"}, indent=1))
+    result_path.write_text(json.dumps(result, indent=1))
     return result
 
 
 def table(out: Path) -> str:
-    rows = ["| arm | steps | min | held-out dir. | trained dir. | jerk | visible | consistency | displacement px | "
-            "colour | loss t 800-999 on/zeroed |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| arm | rung | levers | step | group | ok (steady, prompted way) | direction | jerk | visible | "
+            "displacement / real px | colour |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for path in sorted(out.glob("*.json")):
         r = json.loads(path.read_text())
-        h, t = r["held_out"], r["trained"]
-        both = lambda k: (h[k] + t[k]) / 2  # noqa: E731
-        b = r["bins"]["800-999"]
-        rows.append(f"| {r['arm']} | {r['common']['steps']} | {r['minutes']:.0f} | {h['direction']:.2f} | "
-                    f"{t['direction']:.2f} | {both('jerk'):.1f} | {both('visible'):.2f} | {both('consistency'):.2f} "
-                    f"| {both('displacement'):.1f} | {both('color'):.2f} | {b['modules']:.4f}/{b['zeroed']:.4f} |")
+        lev = ", ".join(f"{k}={v}" for k, v in r["levers"].items() if k not in ("rung", "steps") and LEVERS[k] != v
+                        and not (k == "speed" and v is not None and tuple(v) == tuple(LEVERS[k] or ())))
+        for row in r["curve"]:
+            for g, f in row.items():
+                if isinstance(f, dict):
+                    rows.append(f"| {r['arm']} | {r['levers']['rung']} | {lev or 'plain'} | {row['step']} | {g} | "
+                                f"{f['ok']:.2f} | {f['direction']:.2f} | {f['jerk']:.1f} | {f['visible']:.2f} | "
+                                f"{f['displacement']:.1f} / {f['reference']:.1f} | {f['color']:.2f} |")
     text = "\n".join(rows)
     (out / "table.md").write_text(text + "\n")
     return text
@@ -210,20 +282,22 @@ def table(out: Path) -> str:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--arms", default="plain", help=f"comma-separated, from {sorted(ARMS)}")
-    p.add_argument("--steps", type=int, default=COMMON["steps"])
+    p.add_argument("--arms", default="r1-slow", help=f"comma-separated, from {sorted(ARMS)}")
+    p.add_argument("--steps", type=int, default=None, help="override every arm's steps (default: its own)")
+    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="runs/lab")
     p.add_argument("--table", action="store_true")
     args = p.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if not args.table:
-        for name in args.arms.split(","):
-            if name not in ARMS:
-                raise SystemExit(f"error: unknown arm {name!r}; use one of {sorted(ARMS)}")
-        for name in args.arms.split(","):
-            run_arm(name, ARMS[name], {**COMMON, "steps": args.steps}, out)
+        names = args.arms.split(",")
+        unknown = [n for n in names if n not in ARMS]
+        if unknown:
+            raise SystemExit(f"error: unknown arm {unknown[0]!r}; use one of {sorted(ARMS)}")
+        for name in names:
+            run_arm(name, ARMS[name], out, args.steps)
     print(table(out))
 
 

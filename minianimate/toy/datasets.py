@@ -52,16 +52,22 @@ def encode_images(vae, images: np.ndarray, captions: list[str], flip: bool = Tru
     return encode(vae, x, batch=256), list(captions) + ([flip_caption(c) for c in captions] if flip else [])
 
 
-def clip_set(n: int, seed: int, frames: int = 16, exclude=HELD_OUT, watermark: bool = True, still: float = 0.0):
+def clip_set(n: int, seed: int, frames: int = 16, exclude=HELD_OUT, watermark: bool = True, still: float = 0.0,
+             only=None, speed_range=None):
     """n video-domain clips whose (colour, shape, direction) is not in `exclude`: uint8 (n, F, 64, 64, 3)
-    and captions `a red circle moving left`; a fraction `still` are still shapes (`a red circle`)."""
+    and captions `a red circle moving left`; a fraction `still` are still shapes (`a red circle`).
+    only: draw from these combinations alone (still the ones not in `exclude`); speed_range: px/frame (lo, hi),
+    default `shapeworld.SPEED_RANGE`."""
     rng = np.random.default_rng(seed)
-    allowed = [x for x in combos() if x not in set(exclude)]
+    allowed = [x for x in (combos() if only is None else only) if x not in set(exclude)]
+    if not allowed:
+        raise ValueError(f"no combination left to draw clips from: only={only!r} minus exclude={exclude!r}")
     clips, captions = [], []
     for _ in tqdm(range(n), desc="rendering clips", leave=False):
         color, shape, direction = allowed[rng.integers(len(allowed))]
         direction = "still" if rng.random() < still else direction
-        clip, text, _ = sw.render_clip(rng, frames, color, shape, direction, watermark=watermark)
+        clip, text, _ = sw.render_clip(rng, frames, color, shape, direction, watermark=watermark,
+                                       speed_range=speed_range)
         clips.append(clip)
         captions.append(text)
     return np.stack(clips), captions

@@ -29,6 +29,7 @@ STILL_SPEED = 0.5  # px/frame; slower centroids are "still" (the world moves at 
 ZOOM_LOG_AREA = 0.2  # |log(last area / first area)| above this is a zoom (ours: 2 log 1.5 = 0.81)
 OUTLINE_HOLES = 0.04  # an object whose filled area is > 4% hole is drawn as an outline
 PASTEL_LUMA = 128  # backgrounds brighter than this are the pastel style
+STEADY_VISIBLE, STEADY_JUMP, STEADY_TRAVEL = 0.95, 4.0, (0.5, 1.5)  # a steady clip (see `steady`)
 _HUES = {name: colorsys.rgb_to_hsv(*(np.array(rgb) / 255))[0] * 360 for name, rgb in COLORS.items()}
 
 
@@ -111,6 +112,13 @@ def _jerk(centroid: np.ndarray) -> float:
     return float(jerk.mean()) if len(jerk) else float("nan")
 
 
+def _max_jump(centroid: np.ndarray) -> float:
+    """Largest centroid step (px) between neighbouring frames (F, 2) where both found; inf with fewer than two."""
+    steps = np.linalg.norm(np.diff(centroid, axis=0), axis=-1)
+    steps = steps[~np.isnan(steps)]
+    return float(steps.max()) if len(steps) else float("inf")
+
+
 def _consistency(x: np.ndarray, seg: dict) -> float:
     """`frame_consistency` of float frames x (F, H, W, 3) from their `segment` seg."""
     fg = seg["coverage"][..., None] * (x - seg["background"][:, None, None, :])  # (F, H, W, 3)
@@ -135,7 +143,7 @@ def describe(x) -> dict:
     'jerk' (`centroid_jerk`), 'consistency' (`frame_consistency`) (these four None for a frame),
     'leakage' (`watermark_leakage`), 'watermark' (F,) the alpha found in each frame,
     'visible' the fraction of frames with a shape, 'displacement' px from the first to the last
-    centroid found (0.0 with fewer than two)."""
+    centroid found (0.0 with fewer than two), 'max_jump' (clips) the largest frame-to-frame centroid step, px."""
     frames = _frames(x)
     seg = segment(frames)
     m = _measure(frames, seg)
@@ -144,7 +152,7 @@ def describe(x) -> dict:
     return dict(_labels(m), jerk=_jerk(m["centroid"]) if clip else None,
                 consistency=_consistency(frames, seg) if clip else None,
                 leakage=_leakage(m["watermark"]), watermark=m["watermark"],
-                visible=float(m["found"].mean()),
+                visible=float(m["found"].mean()), max_jump=_max_jump(m["centroid"]) if clip else None,
                 displacement=float(np.linalg.norm(path[-1] - path[0])) if len(path) > 1 else 0.0)
 
 
@@ -276,3 +284,16 @@ def score(descriptions, targets: dict) -> dict:
         out.update(jerk=float(np.nanmean([d["jerk"] for d in ds])),
                    consistency=float(np.mean([d["consistency"] for d in ds])))
     return out
+
+
+def steady(description: dict, reference_displacement: float) -> bool:
+    """A steady clip (from its `describe` dict): the shape visible in >= 95% of frames, no frame-to-frame
+    centroid step over 4 px, and (for a moving prompt, `reference_displacement` > 0: the mean start-to-end
+    displacement of real clips of the same prompts) travel 50-150% of the real clips'."""
+    d = description
+    if d["visible"] < STEADY_VISIBLE or not d["max_jump"] <= STEADY_JUMP:
+        return False
+    if reference_displacement > 0:
+        lo, hi = STEADY_TRAVEL
+        return lo * reference_displacement <= d["displacement"] <= hi * reference_displacement
+    return True

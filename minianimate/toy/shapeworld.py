@@ -183,11 +183,12 @@ def _path(rng, frames, size, direction, speed):
 
 
 def render_clip(rng: np.random.Generator, frames=16, color=None, shape=None, direction=None,
-                style=None, watermark=True):
+                style=None, watermark=True, speed_range=None):
     """A video-domain clip: (uint8 (F, H, W, 3), caption, meta dict).
 
     direction: one of DIRECTIONS (random if None) or "still" (caption without motion).
-    The shape moves at 1.5-2.5 px/frame (slower if `frames` is too long for the path to fit).
+    The shape moves at SPEED_RANGE px/frame, or `speed_range` (lo, hi) if given (slower if `frames` is too
+    long for the path to fit).
     watermark: add the video-domain defects (watermark box, blur, noise); False gives clean frames.
     """
     color, shape, size, outline = _choose(rng, color, shape, style)
@@ -200,7 +201,7 @@ def render_clip(rng: np.random.Generator, frames=16, color=None, shape=None, dir
         centre = rng.uniform(size / 2, IMAGE_SIZE - size / 2, size=(1, 2))
         centres = np.repeat(centre, frames, axis=0)
     else:
-        speed = min(rng.uniform(*SPEED_RANGE), (IMAGE_SIZE - size) / max(frames - 1, 1))
+        speed = min(rng.uniform(*(speed_range or SPEED_RANGE)), (IMAGE_SIZE - size) / max(frames - 1, 1))
         centres = _path(rng, frames, size, direction, speed)
     streak = direction if direction != "still" else None  # the motion streak (see `_draw`)
     clip = _draw(color, shape, style, size, outline, centres, trail=streak)
