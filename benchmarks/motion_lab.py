@@ -46,7 +46,8 @@ RUNGS = {  # clips drawn from `only` (None: every combination not held out); eva
     3: dict(only=None, still=0.1, clips=2000),
 }
 LEVERS = dict(rung=1, steps=2000, batch=4, lr=1e-3, decay="constant", warmup=100, ema=0.0, speed=None,
-              noise_share=0.0, high_t=0.0, weighting="eps", text_dropout=0.1, freeze16="none", init=None)
+              noise_share=0.0, high_t=0.0, weighting="eps", text_dropout=0.1, freeze16="none", init=None,
+              temporal="attention")
 ARMS = {  # name -> the levers that differ from LEVERS
     "r1-plain": {},
     "r1-slow": {"speed": SLOW},
@@ -60,6 +61,8 @@ ARMS = {  # name -> the levers that differ from LEVERS
     "r1-slow-batch8": {"speed": SLOW, "batch": 8},
     "r1-slow-freeze16": {"speed": SLOW, "freeze16": "both"},
     "r1-slow-ema-cosine": {"speed": SLOW, "ema": 0.999, "decay": "cosine"},
+    "r1-slow-x0-weight": {"speed": SLOW, "weighting": "x0"},
+    "r1-slow-conv": {"speed": SLOW, "temporal": "conv"},
     "r2-slow": {"rung": 2, "speed": SLOW},
     "r2-slow-ema-cosine": {"rung": 2, "speed": SLOW, "ema": 0.999, "decay": "cosine"},
     "r2-slow-from-r1": {"rung": 2, "speed": SLOW, "init": "r1-slow"},
@@ -67,6 +70,7 @@ ARMS = {  # name -> the levers that differ from LEVERS
     "r2-slow-freeze16-down": {"rung": 2, "speed": SLOW, "freeze16": "down"},
     "r2-slow-no-dropout": {"rung": 2, "speed": SLOW, "text_dropout": 0.0},
     "r2-slow-batch8": {"rung": 2, "speed": SLOW, "batch": 8},
+    "r2-slow-high-t": {"rung": 2, "speed": SLOW, "high_t": 0.7},
     "r3-slow": {"rung": 3, "speed": SLOW},
 }
 EVAL_EVERY, SEED, FRAMES = 500, 0, 16
@@ -108,10 +112,11 @@ def lab_loss(unet, text_encoder, latents, captions, ddim, generator, levers):
     t = timesteps(batch, generator, levers["high_t"])
     eps = unet(ddim.add_noise(x0, noise, t), t, text_encoder.encode_prompt(prompts))
     per_clip = ((eps - noise) ** 2).mean(dim=(1, 2, 3, 4))
+    snr = ddim.alphas_cumprod[t] / (1 - ddim.alphas_cumprod[t])
     if levers["weighting"] == "min-snr":  # Min-SNR-5 for epsilon prediction: min(snr, 5) / snr
-        abar = ddim.alphas_cumprod[t]
-        snr = abar / (1 - abar)
         per_clip = per_clip * torch.clamp(snr, max=5.0) / snr
+    elif levers["weighting"] == "x0":  # toward the clip (x0) error at high t, where layout and motion are decided:
+        per_clip = per_clip * torch.clamp(1 / snr, min=1.0, max=20.0)  # eps error = snr * x0 error; weight <= 20
     return per_clip.mean()
 
 
@@ -211,7 +216,7 @@ def run_arm(name: str, levers: dict, out: Path, steps: int | None = None) -> dic
     started = time.time()
     torch.manual_seed(SEED)
     vae, text_encoder = load_vae(CHECKPOINTS), load_text_encoder(CHECKPOINTS)
-    unet = load_motion_unet(CHECKPOINTS, TOY_MOTION).requires_grad_(False)
+    unet = load_motion_unet(CHECKPOINTS, {**TOY_MOTION, "temporal": levers["temporal"]}).requires_grad_(False)
     if levers["init"]:
         weights = read_state_dict(out / "runs" / levers["init"] / "weights.safetensors")
         unet.load_state_dict({k[5:]: v for k, v in weights.items() if is_motion_key(k)}, strict=False)

@@ -12,6 +12,7 @@ from einops import rearrange, repeat
 from torch import nn
 
 from minianimate.motion_module import MotionModule
+from minianimate.temporal_conv import TemporalConv, matched_hidden
 from minianimate.unet import UNet
 
 
@@ -24,6 +25,7 @@ class MotionConfig:
     mid_block: bool = False  # a module in the mid block (v2)
     groups: int | None = None
     layers: int = 1  # temporal transformer blocks per module
+    temporal: str = "attention"  # or "conv": a parameter-matched `TemporalConv` (the paper's ablation)
 
 
 # The official releases on SD1.5: mm_sd_v15.ckpt, mm_sd_v15_v2.ckpt, v3_sd15_mm.ckpt.
@@ -49,6 +51,8 @@ def motion_config(value) -> MotionConfig:
     if unknown:
         raise ValueError(f"unknown motion config fields {sorted(unknown)}; "
                          f"expected some of {sorted(MotionConfig.__dataclass_fields__)}")
+    if value.get("temporal", "attention") not in ("attention", "conv"):
+        raise ValueError(f"temporal must be 'attention' or 'conv', got {value['temporal']!r}")
     return MotionConfig(**value)
 
 
@@ -66,6 +70,9 @@ class MotionUNet(UNet):
 
         def modules(block, n: int) -> nn.ModuleList:
             channels = block.resnets[0].conv2.out_channels
+            if mc.temporal == "conv":
+                hidden = matched_hidden(channels, 3, mc.heads, mc.max_frames, groups, mc.layers)
+                return nn.ModuleList(TemporalConv(channels, hidden, 3, groups) for _ in range(n))
             return nn.ModuleList(MotionModule(channels, mc.heads, mc.max_frames, groups, mc.layers) for _ in range(n))
 
         for block in [*self.down_blocks, *self.up_blocks]:

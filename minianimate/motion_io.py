@@ -111,6 +111,9 @@ def save_motion_module(model: MotionUNet, path, format: str = "official") -> Pat
     or 'diffusers' (a MotionAdapter folder: config.json + diffusion_pytorch_model.safetensors)."""
     checks.instance("model", model, MotionUNet, _INFLATE)
     checks.choice("format", format, FORMATS)
+    if model.motion_config.temporal != "attention":
+        raise ValueError(f"{model.motion_config.temporal!r} temporal layers have no {format} motion-module format (an "
+                         f"ablation): save model.motion_state_dict() with minianimate.checkpoint.save_safetensors")
     path = Path(path)
     state = model.motion_state_dict()
     if format == "official":
