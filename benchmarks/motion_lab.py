@@ -38,6 +38,7 @@ from minianimate.toy import shapeworld as sw
 from minianimate.toy.datasets import HELD_OUT, clip_set, combos
 from minianimate.toy.models import CHECKPOINTS, TOY_MOTION, load_motion_unet, load_text_encoder, load_vae, toy_ddim
 
+EVAL_EVERY, SEED, FRAMES = 500, 0, 16
 SLOW = (0.6, 1.0)  # px/frame: the slower world (travel 9-15 px over 16 frames instead of 22-38)
 RED_CIRCLE = [("red", "circle", d) for d in sw.DIRECTIONS]
 RUNGS = {  # clips drawn from `only` (None: every combination not held out); evaluation groups
@@ -47,7 +48,7 @@ RUNGS = {  # clips drawn from `only` (None: every combination not held out); eva
 }
 LEVERS = dict(rung=1, steps=2000, batch=4, lr=1e-3, decay="constant", warmup=100, ema=0.0, speed=None,
               noise_share=0.0, high_t=0.0, weighting="eps", text_dropout=0.1, freeze16="none", init=None,
-              temporal="attention")
+              temporal="attention", eval_every=EVAL_EVERY)
 ARMS = {  # name -> the levers that differ from LEVERS
     "r1-plain": {},
     "r1-slow": {"speed": SLOW},
@@ -63,6 +64,7 @@ ARMS = {  # name -> the levers that differ from LEVERS
     "r1-slow-ema-cosine": {"speed": SLOW, "ema": 0.999, "decay": "cosine"},
     "r1-slow-x0-weight": {"speed": SLOW, "weighting": "x0"},
     "r1-slow-conv": {"speed": SLOW, "temporal": "conv"},
+    "r1-slow-dropout0.3": {"speed": SLOW, "text_dropout": 0.3},
     "r2-slow": {"rung": 2, "speed": SLOW},
     "r2-slow-ema-cosine": {"rung": 2, "speed": SLOW, "ema": 0.999, "decay": "cosine"},
     "r2-slow-from-r1": {"rung": 2, "speed": SLOW, "init": "r1-slow"},
@@ -71,9 +73,10 @@ ARMS = {  # name -> the levers that differ from LEVERS
     "r2-slow-no-dropout": {"rung": 2, "speed": SLOW, "text_dropout": 0.0},
     "r2-slow-batch8": {"rung": 2, "speed": SLOW, "batch": 8},
     "r2-slow-high-t": {"rung": 2, "speed": SLOW, "high_t": 0.7},
+    "r2-slow-dropout0.3": {"rung": 2, "speed": SLOW, "text_dropout": 0.3},
     "r3-slow": {"rung": 3, "speed": SLOW},
+    "r3-slow-x0-weight": {"rung": 3, "speed": SLOW, "weighting": "x0", "steps": 10000, "eval_every": 1000},  # long run
 }
-EVAL_EVERY, SEED, FRAMES = 500, 0, 16
 BINS = ((0, 200), (200, 400), (400, 600), (600, 800), (800, 1000))
 
 
@@ -239,10 +242,12 @@ def run_arm(name: str, levers: dict, out: Path, steps: int | None = None) -> dic
     clock = {"train": time.time()}
 
     def evaluate(tr):
+        if tr.step % levers["eval_every"]:  # checkpointed every EVAL_EVERY steps, evaluated every eval_every
+            return
         result["train_minutes"] = round(result["train_minutes"] + (time.time() - clock["train"]) / 60, 2)
         t0 = time.time()
         unet.eval()
-        row = {"step": tr.step, "loss": round(sum(tr.losses[-EVAL_EVERY:]) / len(tr.losses[-EVAL_EVERY:]), 5)}
+        row = {"step": tr.step, "loss": round(float(np.mean(tr.losses[-levers["eval_every"]:])), 5)}
         with swapped(tr, unet):
             for g, targets in groups.items():
                 clips = generate(unet, vae, text_encoder, targets, levers["noise_share"])
@@ -267,11 +272,38 @@ def run_arm(name: str, levers: dict, out: Path, steps: int | None = None) -> dic
     return result
 
 
+def guidance_probe(name: str, out: Path, scales=(0.0, 1.0, 3.0, 7.5, 12.0)) -> dict:
+    """An arm's last checkpoint sampled at several guidance scales (same clips, same seeds): is it the module, or
+    classifier-free guidance's extrapolation eps_u + s (eps_c - eps_u), that breaks the clips apart?"""
+    levers = {**LEVERS, **ARMS[name]}
+    vae, text_encoder = load_vae(CHECKPOINTS), load_text_encoder(CHECKPOINTS)
+    unet = load_motion_unet(CHECKPOINTS, {**TOY_MOTION, "temporal": levers["temporal"]}).eval()
+    run = out / "runs" / name
+    weights, meta = read_state_dict(run / f"{'ema' if levers['ema'] else 'weights'}.safetensors", metadata=True)
+    unet.load_state_dict({k[5:]: v for k, v in weights.items() if is_motion_key(k)}, strict=False)
+    groups = {g: t for g, t in eval_groups(levers["rung"]).items() if g != "still"}
+    pipe = AnimationPipeline(vae, text_encoder, unet, toy_ddim())
+    result = {"arm": name, "step": int(meta["step"]), "scales": {}}
+    for scale in scales:
+        for g, targets in groups.items():
+            prompts = [sw.caption(*x) for x in targets]
+            clips = np.concatenate([pipe.generate(prompts[i:i + 8], frames=FRAMES, steps=25, guidance=scale, seed=1 + i,
+                                                  noise_share=levers["noise_share"], progress=False)
+                                    for i in range(0, len(prompts), 8)])
+            result["scales"].setdefault(str(scale), {})[g] = group_figures(
+                clips, targets, reference_displacement(targets, levers["speed"]))
+        print(scale, json.dumps(result["scales"][str(scale)]), flush=True)
+    (out / f"guidance_{name}.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
 def table(out: Path) -> str:
     rows = ["| arm | rung | levers | step | group | ok (steady, prompted way) | direction | jerk | visible | "
             "displacement / real px | colour |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for path in sorted(out.glob("*.json")):
         r = json.loads(path.read_text())
+        if "curve" not in r:
+            continue
         lev = ", ".join(f"{k}={v}" for k, v in r["levers"].items() if k not in ("rung", "steps") and LEVERS[k] != v
                         and not (k == "speed" and v is not None and tuple(v) == tuple(LEVERS[k] or ())))
         for row in r["curve"]:
@@ -292,10 +324,14 @@ def main():
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="runs/lab")
     p.add_argument("--table", action="store_true")
+    p.add_argument("--guidance-probe", metavar="ARM", help="sample ARM's last checkpoint at guidance 0, 1, 3, 7.5, 12")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.guidance_probe:
+        guidance_probe(args.guidance_probe, out)
+        return
     if not args.table:
         names = args.arms.split(",")
         unknown = [n for n in names if n not in ARMS]
