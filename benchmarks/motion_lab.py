@@ -74,6 +74,7 @@ ARMS = {  # name -> the levers that differ from LEVERS
     "r2-slow-batch8": {"rung": 2, "speed": SLOW, "batch": 8},
     "r2-slow-high-t": {"rung": 2, "speed": SLOW, "high_t": 0.7},
     "r2-slow-dropout0.3": {"rung": 2, "speed": SLOW, "text_dropout": 0.3},
+    "r2-slow-x0-weight": {"rung": 2, "speed": SLOW, "weighting": "x0"},
     "r3-slow": {"rung": 3, "speed": SLOW},
     "r3-slow-x0-weight": {"rung": 3, "speed": SLOW, "weighting": "x0", "steps": 10000, "eval_every": 1000},  # long run
 }

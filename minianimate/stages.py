@@ -7,7 +7,7 @@
 3. **MotionLoRA**: a LoRA on the motion modules' temporal attention, trained on ~50 reference clips of one
    camera motion (`train_motion_lora`).
 
-All three minimise the same epsilon MSE (`diffusion_loss`) on latents that were encoded once, with the
+All three minimise the same epsilon MSE (`diffusion_loss`, or its "x0" weighting) on latents encoded once, with the
 shared `Trainer` (checkpoints in `run`, `resume`, NaN guard, DDP under torchrun). Where the data come from
 (a WebVid folder, ShapeWorld) is the caller's business.
 """
@@ -23,9 +23,13 @@ from minianimate.sampling import frame_noise
 from minianimate.trainer import Trainer, TrainConfig, shard, train_device, world
 
 
+X0_WEIGHT_CAP = 20.0  # the "x0" weighting's largest weight (the toy's schedule: from t = 665 on; SNR = 1 at t = 284)
+
+
 def diffusion_loss(unet, text_encoder, latents: torch.Tensor, captions: list[str], ddim: DDIM,
                    generator: torch.Generator, batch: int, text_dropout: float = 0.1, offset_noise: float = 0.0,
-                   noise_share: float = 0.0, conditions: torch.Tensor | None = None) -> torch.Tensor:
+                   noise_share: float = 0.0, conditions: torch.Tensor | None = None,
+                   weighting: str = "eps") -> torch.Tensor:
     """Epsilon MSE on a random batch of latents: images (N, C, h, w) for a UNet, clips (N, C, F, h, w) for a
     MotionUNet. One timestep per sample; captions dropped to "" with probability `text_dropout` (so the
     model also learns the unconditional prediction that classifier-free guidance needs).
@@ -33,6 +37,9 @@ def diffusion_loss(unet, text_encoder, latents: torch.Tensor, captions: list[str
     offset_noise: a per-sample, per-channel constant added to the noise, so a model can learn images whose
     mean brightness is far from its training data's. noise_share: see `frame_noise` (clips only).
     conditions: ControlNet conditions (N, 3, H, W) beside the latents, for a `ControlledUNet`.
+    weighting: "eps" (the epsilon MSE, as the paper) or "x0": each sample's epsilon MSE times
+    clamp(1 / SNR(t), 1, X0_WEIGHT_CAP), i.e. the error of the clean clip x0 it implies at high t (where layout and
+    motion are decided; eps error = SNR x0 error) and the plain eps error where SNR >= 1.
     Under DDP the draws are those of the global batch (processes x batch) and this process keeps its `shard`.
     """
     checks.tensor("latents", latents, "(N, C, h, w)", "(N, C, F, h, w)")
@@ -41,6 +48,7 @@ def diffusion_loss(unet, text_encoder, latents: torch.Tensor, captions: list[str
     checks.probability("text_dropout", text_dropout)
     checks.finite("offset_noise", offset_noise, low=0)
     checks.probability("noise_share", noise_share)
+    checks.choice("weighting", weighting, ("eps", "x0"))
     if conditions is not None:
         checks.tensor("conditions", conditions, "(N, 3, H, W)")
         checks.same_count("conditions", len(conditions), len(latents), "latent")
@@ -58,14 +66,19 @@ def diffusion_loss(unet, text_encoder, latents: torch.Tensor, captions: list[str
     control = {} if conditions is None else {"control": conditions[shard(idx)].to(device)}
     eps = unet(ddim.add_noise(x0, noise, t).to(device), t.to(device),
                text_encoder.encode_prompt([prompts[i] for i in keep]), **control)
-    return F.mse_loss(eps, noise.to(device))
+    if weighting == "eps":
+        return F.mse_loss(eps, noise.to(device))
+    per_sample = ((eps - noise.to(device)) ** 2).flatten(1).mean(1)
+    snr = ddim.alphas_cumprod[t] / (1 - ddim.alphas_cumprod[t])
+    return (per_sample * torch.clamp(1 / snr, min=1.0, max=X0_WEIGHT_CAP).to(device)).mean()
 
 
 def fit(modules: dict, unet, text_encoder, latents, captions, ddim: DDIM, cfg: TrainConfig, run, params=None,
         resume: bool = False, progress: bool = True, on_checkpoint=None, desc: str = "train",
         **loss_options) -> Trainer:
     """Train `modules` (name -> nn.Module, what the checkpoints hold) on `diffusion_loss` of `unet`.
-    loss_options: text_dropout, offset_noise, noise_share, conditions. Returns the Trainer (losses, step, EMA).
+    loss_options: text_dropout, offset_noise, noise_share, conditions, weighting. Returns the Trainer (losses,
+    step, EMA).
     The models move to `cfg.device` first; the latents stay on the CPU and go over a batch at a time."""
     device = train_device(cfg)
     for module in (unet, text_encoder, *modules.values()):

@@ -197,6 +197,7 @@ BAD = {
     "loss text_dropout 1.5": (lambda c: loss(c, text_dropout=1.5), ValueError, "text_dropout"),
     "loss offset_noise nan": (lambda c: loss(c, offset_noise=NAN), ValueError, "offset_noise"),
     "loss noise_share -0.1": (lambda c: loss(c, noise_share=-0.1), ValueError, "noise_share"),
+    "loss weighting 'v'": (lambda c: loss(c, weighting="v"), ValueError, "weighting"),
     "loss conditions for 3 latents": (lambda c: loss(c, conditions=torch.zeros(3, 3, 16, 16)), ValueError,
                                       "conditions"),
     "loss conditions 3-d": (lambda c: loss(c, conditions=torch.zeros(2, 16, 16)), ValueError, "conditions"),

@@ -49,6 +49,32 @@ def test_held_out_combinations_never_appear_in_training_clips():
     assert not seen & set(HELD_OUT) and len(seen) > 10
 
 
+def test_x0_weighting_is_each_clips_eps_error_times_clamped_inverse_snr():
+    """weighting="x0": per-clip eps MSE times clamp(1/SNR(t), 1, 20), recomputed from what the UNet was given."""
+    ddim, seen = DDIM(beta_schedule="linear"), {}
+    x0 = torch.randn(1, 4, 3, 8, 8, generator=torch.Generator().manual_seed(2))  # one clip: every draw picks it
+
+    class Recorder(torch.nn.Linear):  # a "UNet" that keeps its inputs and answers fixed random eps
+        def forward(self, xt, t, context):
+            seen.update(xt=xt, t=t, eps=torch.randn(xt.shape, generator=torch.Generator().manual_seed(3)))
+            return seen["eps"]
+
+    unet = Recorder(1, 1)
+
+    encoder = ToyTextEncoder(dim=16, layers=1, heads=2)
+    for seed in range(3):
+        plain = diffusion_loss(unet, encoder, x0, CAPTIONS[:1], ddim, torch.Generator().manual_seed(seed), 6)
+        weighted = diffusion_loss(unet, encoder, x0, CAPTIONS[:1], ddim, torch.Generator().manual_seed(seed), 6,
+                                  weighting="x0")
+        abar = ddim.alphas_cumprod[seen["t"]].view(-1, 1, 1, 1, 1)
+        noise = (seen["xt"] - abar.sqrt() * x0) / (1 - abar).sqrt()
+        per_clip = ((seen["eps"] - noise) ** 2).mean((1, 2, 3, 4))
+        weight = torch.clamp((1 - abar.flatten()) / abar.flatten(), 1.0, 20.0)
+        assert torch.allclose(plain, per_clip.mean(), rtol=1e-4)
+        assert torch.allclose(weighted, (per_clip * weight).mean(), rtol=1e-4)
+        assert weight.min() >= 1 and (weight > 1).any() and (weighted > plain)
+
+
 def test_a_few_steps_lower_the_loss_on_a_fixed_batch():
     unet, _ = tiny_stage()
     encoder = ToyTextEncoder(dim=16, layers=1, heads=2)
