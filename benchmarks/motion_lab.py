@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from minianimate.autoencoder import encode_clips
-from minianimate.checkpoint import read_state_dict
+from minianimate.checkpoint import read_state_dict, save_safetensors
 from minianimate.inflation import is_motion_key
 from minianimate.pipeline import AnimationPipeline
 from minianimate.sampling import frame_noise
@@ -76,7 +76,7 @@ ARMS = {  # name -> the levers that differ from LEVERS
     "r2-slow-dropout0.3": {"rung": 2, "speed": SLOW, "text_dropout": 0.3},
     "r2-slow-x0-weight": {"rung": 2, "speed": SLOW, "weighting": "x0"},
     "r3-slow": {"rung": 3, "speed": SLOW},
-    "r3-slow-x0-weight": {"rung": 3, "speed": SLOW, "weighting": "x0", "steps": 10000, "eval_every": 1000},  # long run
+    "r3-slow-x0-weight": {"rung": 3, "speed": SLOW, "weighting": "x0", "steps": 10000, "eval_every": 2000},  # long run
 }
 BINS = ((0, 200), (200, 400), (400, 600), (600, 800), (800, 1000))
 
@@ -298,6 +298,37 @@ def guidance_probe(name: str, out: Path, scales=(0.0, 1.0, 3.0, 7.5, 12.0)) -> d
     return result
 
 
+KEPT = Path(__file__).parent / "results" / "motion_lab"  # the arms' jsons and table; `runs/`: long runs' state
+
+
+def keep_run(name: str, out: Path, kept: Path = KEPT / "runs") -> None:
+    """Copy a run's checkpoint for the next session (runs/ is not in git): the motion weights only (the frozen image
+    weights are the shipped base's), the optimizer state and the config."""
+    src, dest = out / "runs" / name, kept / name
+    dest.mkdir(parents=True, exist_ok=True)
+    for file in ("weights", "ema"):
+        if (src / f"{file}.safetensors").exists():
+            weights, meta = read_state_dict(src / f"{file}.safetensors", metadata=True)
+            save_safetensors({k: v for k, v in weights.items() if is_motion_key(k)}, dest / f"{file}.safetensors", meta)
+    for file in ("trainer_state.pt", "config.json"):
+        (dest / file).write_bytes((src / file).read_bytes())
+
+
+def restore_run(name: str, out: Path, kept: Path = KEPT / "runs") -> None:
+    """The inverse of `keep_run`: the full checkpoint in out/runs/name (shipped base + kept motion weights), so the
+    arm resumes where it stopped."""
+    levers, src, dest = {**LEVERS, **ARMS[name]}, kept / name, out / "runs" / name
+    dest.mkdir(parents=True, exist_ok=True)
+    unet = load_motion_unet(CHECKPOINTS, {**TOY_MOTION, "temporal": levers["temporal"]})
+    base = {f"unet.{k}": v for k, v in unet.state_dict().items()}
+    for file in ("weights", "ema"):
+        if (src / f"{file}.safetensors").exists():
+            weights, meta = read_state_dict(src / f"{file}.safetensors", metadata=True)
+            save_safetensors({**base, **weights}, dest / f"{file}.safetensors", meta)
+    for file in ("trainer_state.pt", "config.json"):
+        (dest / file).write_bytes((src / file).read_bytes())
+
+
 def table(out: Path) -> str:
     rows = ["| arm | rung | levers | step | group | ok (steady, prompted way) | direction | jerk | visible | "
             "displacement / real px | colour |", "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -326,12 +357,17 @@ def main():
     p.add_argument("--out", default="runs/lab")
     p.add_argument("--table", action="store_true")
     p.add_argument("--guidance-probe", metavar="ARM", help="sample ARM's last checkpoint at guidance 0, 1, 3, 7.5, 12")
+    p.add_argument("--keep-run", metavar="ARM", help=f"copy ARM's checkpoint (motion weights) to {KEPT}/runs/")
+    p.add_argument("--restore-run", metavar="ARM", help="put ARM's kept checkpoint back into OUT/runs/ (then resume)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.guidance_probe:
         guidance_probe(args.guidance_probe, out)
+        return
+    if args.keep_run or args.restore_run:
+        (keep_run if args.keep_run else restore_run)(args.keep_run or args.restore_run, out)
         return
     if not args.table:
         names = args.arms.split(",")

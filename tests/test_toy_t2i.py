@@ -36,3 +36,44 @@ def test_personalized_models_share_the_base_architecture():
 def test_missing_checkpoints_say_how_to_build_them(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"vae is missing: make it with `python -m minianimate train vae"):
         load_t2i("base", root=tmp_path)
+
+
+def test_partly_controlled_steers_only_a_fraction_of_the_samples():
+    from minianimate.controlnet import ControlledUNet, ControlNet
+    from minianimate.toy.control import CONTROL_CHANNELS
+    from minianimate.toy.models import TOY_UNET
+    from minianimate.toy.personalization import PartlyControlled
+    from minianimate.unet import UNet
+
+    torch.manual_seed(0)
+    unet = UNet(TOY_UNET).eval()
+    controlnet = ControlNet.from_unet(unet, CONTROL_CHANNELS).eval()
+    for conv in [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block]:
+        torch.nn.init.normal_(conv.weight, std=0.1)  # zero convs at zero would steer nothing
+    x, t, context = torch.randn(6, 4, 16, 16), torch.tensor([10, 200, 500, 900, 300, 700]), torch.randn(6, 8, 64)
+    cond = torch.rand(6, 3, 64, 64)
+    with torch.no_grad():
+        plain, steered = unet(x, t, context), ControlledUNet(unet, controlnet)(x, t, context, cond)
+        assert not torch.allclose(plain, steered, atol=1e-4)
+        assert torch.allclose(PartlyControlled(unet, controlnet, 0.0)(x, t, context, cond), plain, atol=1e-5)
+        assert torch.allclose(PartlyControlled(unet, controlnet, 1.0)(x, t, context, cond), steered, atol=1e-5)
+        half = PartlyControlled(unet, controlnet, 0.5, seed=1)(x, t, context, cond)
+    which = [torch.allclose(h, s, atol=1e-5) for h, s in zip(half, steered)]
+    assert all(w or torch.allclose(h, p, atol=1e-5) for w, h, p in zip(which, half, plain)) and 0 < sum(which) < 6
+
+
+@needs_checkpoints
+@pytest.mark.parametrize("stage,extra", [("outlined", "prior: 0.5\n"),
+                                         ("pastel", "rank: 2\ntargets: spatial_attention\ncontrol: 0.5\n")])
+def test_personalized_stages_train_with_prior_images_and_control(tmp_path, stage, extra):
+    import shutil
+
+    out = tmp_path / "ckpt"
+    shutil.copytree(CHECKPOINTS, out)
+    config = tmp_path / "cfg.yaml"
+    config.write_text(f"steps: 2\nbatch: 2\ncheckpoint_every: 2\nimages: 4\n{extra}")
+    assert main(["train", stage, "--config", str(config), "--out", str(out), "--run", str(tmp_path / "run")]) == 0
+    exported = out / {"outlined": "unet_outlined/diffusion_pytorch_model.safetensors",
+                      "pastel": "lora_pastel.safetensors"}[stage]
+    assert exported.stat().st_mtime > (CHECKPOINTS / "unet_base" / "config.json").stat().st_mtime
+    assert load_t2i(stage, out).generate(["a red square"], steps=2).shape == (1, 64, 64, 3)

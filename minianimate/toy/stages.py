@@ -1,5 +1,6 @@
-"""The toy world's training stages: `vae`, `base`, `outlined` (DreamBooth), `pastel` (LoRA), then AnimateDiff's
-`adapter`, `motion` and `motion-lora` (the core's `minianimate.stages` on ShapeWorld data).
+"""The toy world's training stages: `vae`, `base`, `outlined` (DreamBooth), `pastel` (LoRA; those two in
+`personalization.py`), then AnimateDiff's `adapter`, `motion` and `motion-lora` (the core's `minianimate.stages` on
+ShapeWorld data).
 
     python -m minianimate train STAGE --config configs/STAGE.yaml [--resume]
 
@@ -19,7 +20,7 @@ from einops import rearrange
 from minianimate import stages
 from minianimate.autoencoder import encode_clips, to_tensor
 from minianimate.checkpoint import DIFFUSERS_WEIGHTS, atomic_write, save_safetensors
-from minianimate.lora import RESNET_CONVS, SPATIAL_ALL, SPATIAL_ATTENTION, LoRA
+from minianimate.lora import LoRA
 from minianimate.motion_io import load_motion_module, save_motion_module
 from minianimate.pipeline import AnimationPipeline
 from minianimate.trainer import Trainer, TrainConfig, check_resume, init_distributed, load_config, train_device
@@ -29,10 +30,11 @@ from minianimate.toy.control import ControlNetStage, controlnet_stage
 from minianimate.toy.evaluation import held_out_check
 from minianimate.toy.models import (CHECKPOINTS, FILES, TOY_MOTION, TOY_UNET, check_config, check_stage_inputs,
                                     default_run, load_motion_unet, load_text_encoder, load_vae, toy_ddim, SHIP_DTYPE)
+from minianimate.toy.personalization import LORA_TARGETS, OutlinedStage, PastelStage, outlined_stage, pastel_stage
 from minianimate.toy.text_encoder import ToyTextEncoder
 from minianimate.toy.vae import make_vae, render_mix, set_scaling_factor, vae_loss
 
-ADAPTER_TARGETS = {"spatial_attention": SPATIAL_ATTENTION, "spatial_all+conv": SPATIAL_ALL + RESNET_CONVS}
+ADAPTER_TARGETS = LORA_TARGETS  # the domain adapter's choices are the image LoRA's
 
 
 @dataclass
@@ -47,17 +49,6 @@ class BaseStage(TrainConfig):
     images: int = 8000
     moving: float = 0.5  # fraction of photos of moving shapes (motion streak, caption with the direction)
     text_dropout: float = 0.1
-
-
-@dataclass
-class OutlinedStage(BaseStage):
-    images: int = 40
-
-
-@dataclass
-class PastelStage(OutlinedStage):
-    rank: int = 8
-    offset_noise: float = 0.0
 
 
 @dataclass
@@ -87,6 +78,7 @@ class MotionStage(TrainConfig, VideoData):
     max_frames: int = TOY_MOTION["max_frames"]
     check: bool = True  # the held-out check at each checkpoint
     noise_share: float = 0.0  # fraction of the noise's variance shared by the frames (PYoCo), also at sampling
+    weighting: str = "eps"  # the loss over timesteps: "eps" or "x0" (see minianimate.stages.diffusion_loss)
 
 
 @dataclass
@@ -141,36 +133,6 @@ def base_stage(cfg: BaseStage, out: Path, run: Path, resume: bool, progress: boo
     save_safetensors(final["text_encoder"].state_dict(), folder / "model.safetensors")
     (folder / "config.json").write_text(json.dumps(final["text_encoder"].config, indent=2))
     return {"trainer": trainer}
-
-
-def _styled_images(out: Path, cfg: OutlinedStage, style: str):
-    """The few styled images of a personalized model, as latents with their captions."""
-    images, captions = datasets.image_set(cfg.images, cfg.seed + 1000, style=style, moving=cfg.moving)
-    return datasets.encode_images(load_vae(out), images, captions)
-
-
-def outlined_stage(cfg: OutlinedStage, out: Path, run: Path, resume: bool, progress: bool):
-    """DreamBooth-style personalization: the whole UNet fine-tuned on a few `outlined` images."""
-    latents, captions = _styled_images(out, cfg, "outlined")
-    unet, text_encoder = UNet.from_pretrained(out / FILES["base"]), load_text_encoder(out)
-    trainer = stages.fit({"unet": unet}, unet, text_encoder, latents, captions, toy_ddim(), cfg, run, resume=resume,
-                         progress=progress, desc="outlined", text_dropout=cfg.text_dropout)
-    (trainer.ema or trainer.modules)["unet"].save_pretrained(out / FILES["outlined"], dtype=SHIP_DTYPE)
-    return {"trainer": trainer}
-
-
-def pastel_stage(cfg: PastelStage, out: Path, run: Path, resume: bool, progress: bool):
-    """LoRA personalization from a few `pastel` images, on the spatial transformers, the resnet convolutions
-    and conv_in/conv_out (as kohya "LoCon" LoRAs do): the pastel background covers the whole frame, and the
-    toy UNet has no attention at its full 16x16 resolution."""
-    latents, captions = _styled_images(out, cfg, "pastel")
-    unet = UNet.from_pretrained(out / FILES["base"]).requires_grad_(False)
-    lora = LoRA.inject(unet, SPATIAL_ALL + RESNET_CONVS, rank=cfg.rank, name="pastel")
-    trainer = stages.fit({"lora": lora}, unet, load_text_encoder(out), latents, captions, toy_ddim(), cfg, run,
-                         resume=resume, progress=progress, desc="pastel", text_dropout=cfg.text_dropout,
-                         offset_noise=cfg.offset_noise)
-    lora.save(out / FILES["pastel"])
-    return {"trainer": trainer, "lora_parameters": lora.num_parameters()}
 
 
 def training_clips(vae, cfg: VideoData, exclude=datasets.HELD_OUT, clips: int = 2000, still: float = 0.0):
@@ -233,7 +195,7 @@ def motion_stage(cfg: MotionStage, out: Path, run: Path, resume: bool, progress:
     trainer = stages.train_motion_module(unet, text_encoder, latents, captions, ddim, cfg, run,
                                          cfg.gradient_checkpointing, resume=resume, progress=progress,
                                          on_checkpoint=check if cfg.check else None, text_dropout=cfg.text_dropout,
-                                         noise_share=cfg.noise_share)
+                                         noise_share=cfg.noise_share, weighting=cfg.weighting)
     if trainer.rank == 0:
         save_motion_module(unet, out / FILES["motion"], "official")
         (out / FILES["motion_config"]).write_text(json.dumps(

@@ -1,0 +1,105 @@
+"""The toy world's personalized T2I models: `outlined` (DreamBooth-style: the whole base UNet fine-tuned) and `pastel`
+(a LoRA on the frozen base), each from 40 images of its style with plain captions (`a red square`).
+
+    python -m minianimate train outlined|pastel --config configs/outlined.yaml|pastel.yaml
+
+Levers (issue 24, `python -m minianimate eval --personalized` measures them): DreamBooth's prior-preservation
+images (`prior`), the LoRA's targets and rank, and training the LoRA partly under the shipped ControlNet
+(`control`, `PartlyControlled`) so that it follows one.
+"""
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from minianimate import stages
+from minianimate.controlnet import ControlledUNet
+from minianimate.lora import RESNET_CONVS, SPATIAL_ALL, SPATIAL_ATTENTION, LoRA
+from minianimate.trainer import TrainConfig
+from minianimate.unet import UNet
+from minianimate.toy import datasets, segmentation
+from minianimate.toy.control import as_conditions
+from minianimate.toy.models import FILES, SHIP_DTYPE, load_controlnet, load_text_encoder, load_vae, toy_ddim
+
+# Where an image LoRA (pastel, the domain adapter) goes: attention only, the whole transformers (kohya), or those
+# plus every resnet convolution and conv_in/conv_out (kohya "LoCon").
+LORA_TARGETS = {"spatial_attention": SPATIAL_ATTENTION, "spatial_all": SPATIAL_ALL,
+                "spatial_all+conv": SPATIAL_ALL + RESNET_CONVS}
+
+
+@dataclass
+class OutlinedStage(TrainConfig):
+    images: int = 40
+    moving: float = 0.5  # fraction of photos of moving shapes (motion streak, caption with the direction)
+    text_dropout: float = 0.1
+    prior: float = 0.0  # plain images per styled image (DreamBooth's prior preservation), see `_styled_images`
+
+
+@dataclass
+class PastelStage(OutlinedStage):
+    rank: int = 8
+    offset_noise: float = 0.0
+    targets: str = "spatial_all+conv"  # where the LoRA goes: a key of LORA_TARGETS
+    control: float = 0.0  # fraction of samples trained with the shipped ControlNet attached (`PartlyControlled`)
+
+
+class PartlyControlled(ControlledUNet):
+    """A ControlledUNet for training whose ControlNet residuals reach the UNet for a random fraction `p` of the
+    samples only (control dropout, as text dropout): (x (B, C, h, w), t, context, control (B, 3, H, W)) -> eps.
+    A LoRA trained through it learns to follow the ControlNet and to draw without one."""
+
+    def __init__(self, unet, controlnet, p: float, seed: int = 0):
+        super().__init__(unet, controlnet)
+        self.p, self.generator = p, torch.Generator().manual_seed(seed)
+
+    def forward(self, x: torch.Tensor, t, context: torch.Tensor, control: torch.Tensor | None = None):
+        down, mid = self.controlnet(x, t, context, control.to(x.device), self.scale)
+        keep = (torch.rand(len(x), generator=self.generator) < self.p).to(x).view(-1, 1, 1, 1)  # (B, 1, 1, 1)
+        return self.unet(x, t, context, down_block_additional_residuals=[d * keep for d in down],
+                         mid_block_additional_residual=mid * keep)
+
+
+def _styled_images(out: Path, cfg: OutlinedStage, style: str):
+    """The few styled images of a personalized model (`cfg.images`, a fraction `cfg.moving` of them photos of
+    moving shapes) and `round(cfg.prior * cfg.images)` plain rendered still images of the same classes, as
+    DreamBooth's prior-preservation images (here under the same captions: a plain image pulls its prompt back
+    toward the base); returns latents (2 * all images, 4, 16, 16) and captions (mirror images included) and the
+    images (all images, 64, 64, 3)."""
+    images, captions = datasets.image_set(cfg.images, cfg.seed + 1000, style=style, moving=cfg.moving)
+    if round(cfg.prior * cfg.images):
+        plain, plain_captions = datasets.image_set(round(cfg.prior * cfg.images), cfg.seed + 1500)
+        images, captions = np.concatenate([images, plain]), captions + plain_captions
+    latents, captions = datasets.encode_images(load_vae(out), images, captions)
+    return latents, captions, images
+
+
+def outlined_stage(cfg: OutlinedStage, out: Path, run: Path, resume: bool, progress: bool):
+    """DreamBooth-style personalization: the whole UNet fine-tuned on a few `outlined` images."""
+    latents, captions, _ = _styled_images(out, cfg, "outlined")
+    unet, text_encoder = UNet.from_pretrained(out / FILES["base"]), load_text_encoder(out)
+    trainer = stages.fit({"unet": unet}, unet, text_encoder, latents, captions, toy_ddim(), cfg, run, resume=resume,
+                         progress=progress, desc="outlined", text_dropout=cfg.text_dropout)
+    (trainer.ema or trainer.modules)["unet"].save_pretrained(out / FILES["outlined"], dtype=SHIP_DTYPE)
+    return {"trainer": trainer}
+
+
+def pastel_stage(cfg: PastelStage, out: Path, run: Path, resume: bool, progress: bool):
+    """LoRA personalization from a few `pastel` images on the frozen base UNet, at `cfg.targets`
+    (LORA_TARGETS: attention only, the spatial transformers, or those plus the resnet convolutions and
+    conv_in/conv_out as kohya "LoCon" LoRAs do). `cfg.control`: the shipped ControlNet steers the UNet for that
+    fraction of the training samples, conditioned on each image's silhouette (its segmented shape, white on black),
+    so that the LoRA learns to follow it (`PartlyControlled`)."""
+    latents, captions, images = _styled_images(out, cfg, "pastel")
+    unet = UNet.from_pretrained(out / FILES["base"]).requires_grad_(False)
+    lora = LoRA.inject(unet, LORA_TARGETS[cfg.targets], rank=cfg.rank, name="pastel")
+    model, control = unet, {}
+    if cfg.control:
+        model = PartlyControlled(unet, load_controlnet(out), cfg.control, cfg.seed)
+        masks = np.repeat(segmentation.segment(images)["filled"][..., None] * np.uint8(255), 3, axis=-1)
+        control = {"conditions": as_conditions(np.concatenate([masks, masks[:, :, ::-1]]))}  # + mirror images
+    trainer = stages.fit({"lora": lora}, model, load_text_encoder(out), latents, captions, toy_ddim(), cfg, run,
+                         resume=resume, progress=progress, desc="pastel", text_dropout=cfg.text_dropout,
+                         offset_noise=cfg.offset_noise, **control)
+    lora.save(out / FILES["pastel"])
+    return {"trainer": trainer, "lora_parameters": lora.num_parameters()}
