@@ -91,6 +91,9 @@ ARMS = {  # name -> the levers that differ from LEVERS
     "r2-slow-x0-weight": {"rung": 2, "speed": SLOW, "weighting": "x0"},
     "r3-slow": {"rung": 3, "speed": SLOW},
     "r3-slow-x0-weight": {"rung": 3, "speed": SLOW, "weighting": "x0", "steps": 10000, "eval_every": 2000},  # long run
+    # the long run's 10,000-step module, then 3,000 more steps with the learning rate decayed (cosine, to 1/20 of it)
+    "r3-slow-x0-decay": {"rung": 3, "speed": SLOW, "weighting": "x0", "init": "../r3_step10000", "decay": "cosine",
+                         "steps": 3000, "eval_every": 1000},
 }
 BINS = ((0, 200), (200, 400), (400, 600), (600, 800), (800, 1000))
 
