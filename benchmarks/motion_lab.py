@@ -39,14 +39,20 @@ from minianimate.toy.datasets import HELD_OUT, clip_set, combos
 from minianimate.toy.models import CHECKPOINTS, TOY_MOTION, load_motion_unet, load_text_encoder, load_vae, toy_ddim
 
 EVAL_EVERY, SEED, FRAMES = 500, 0, 16
-SLOW = (0.6, 1.0)  # px/frame: the slower world (travel 9-15 px over 16 frames instead of 22-38)
+FAST = (1.5, 2.5)  # px/frame: the world's speed before issue 23 (travel 22-38 px over 16 frames), the "plain" arms'
+SLOW = (0.6, 1.0)  # px/frame: the slower world (travel 9-15 px), ShapeWorld's speed since issue 23
+# The ladder's evaluation is fixed from its first rung: direction "still" below 0.5 px/frame, the threshold
+# of the 1.5-2.5 px world (the library's `metrics.STILL_SPEED` followed the world to 0.2). Clips that move
+# 0.2-0.5 px/frame travel 3-7.5 px, under half the slower world's 11.9 px, so they fail `steady` either way.
+LADDER_STILL_SPEED = 0.5
+metrics.STILL_SPEED = LADDER_STILL_SPEED
 RED_CIRCLE = [("red", "circle", d) for d in sw.DIRECTIONS]
 RUNGS = {  # clips drawn from `only` (None: every combination not held out); evaluation groups
     1: dict(only=[("red", "circle", "right")], still=0.0, clips=400),
     2: dict(only=RED_CIRCLE, still=0.1, clips=800),
     3: dict(only=None, still=0.1, clips=2000),
 }
-LEVERS = dict(rung=1, steps=2000, batch=4, lr=1e-3, decay="constant", warmup=100, ema=0.0, speed=None,
+LEVERS = dict(rung=1, steps=2000, batch=4, lr=1e-3, decay="constant", warmup=100, ema=0.0, speed=FAST,
               noise_share=0.0, high_t=0.0, weighting="eps", text_dropout=0.1, freeze16="none", init=None,
               temporal="attention", eval_every=EVAL_EVERY)
 ARMS = {  # name -> the levers that differ from LEVERS
@@ -126,7 +132,7 @@ def lab_loss(unet, text_encoder, latents, captions, ddim, generator, levers):
 
 def cached_clips(vae, out: Path, levers: dict):
     rung = RUNGS[levers["rung"]]
-    speed = levers["speed"] or sw.SPEED_RANGE
+    speed = levers["speed"]
     path = out / "cache" / f"rung{levers['rung']}_n{rung['clips']}_speed{speed[0]}-{speed[1]}.pt"
     if path.exists():
         data = torch.load(path, weights_only=False)
@@ -329,6 +335,39 @@ def restore_run(name: str, out: Path, kept: Path = KEPT / "runs") -> None:
         (dest / file).write_bytes((src / file).read_bytes())
 
 
+def ship(name: str, out: Path, root: Path = CHECKPOINTS) -> None:
+    """Write ARM's last checkpoint as the shipped motion module (official layout, as `train motion` writes it) and
+    motion_module.json: the module's shape, its recipe (the arm's levers), the learning curve and the minutes."""
+    from minianimate.motion_io import save_motion_module
+    from minianimate.toy.models import FILES
+
+    levers, run = {**LEVERS, **ARMS[name]}, out / "runs" / name
+    result = json.loads((out / f"{name}.json").read_text())
+    if levers["temporal"] != "attention" or levers["noise_share"] or levers["init"]:
+        raise SystemExit(f"error: {name} is not a shippable recipe (temporal attention, i.i.d. noise, fresh start)")
+    unet = load_motion_unet(root, TOY_MOTION)
+    weights = {k[5:]: v for k, v in read_state_dict(run / "weights.safetensors").items() if is_motion_key(k)}
+    missing, unexpected = unet.load_state_dict(weights, strict=False)
+    if unexpected or any(is_motion_key(k) for k in missing):
+        raise SystemExit(f"error: {run} does not match the motion modules ({len(unexpected)} unexpected keys)")
+    state = torch.load(run / "trainer_state.pt", weights_only=False)
+    save_motion_module(unet, root / FILES["motion"], "official")
+    (root / FILES["motion_config"]).write_text(json.dumps(
+        {"motion": dict(TOY_MOTION), "frames": FRAMES, "noise_share": 0.0, "held_out": HELD_OUT,
+         "source": f"python benchmarks/motion_lab.py --arms {name} --out {out}; then --ship {name}",
+         "recipe": {**levers, "clips": RUNGS[levers["rung"]], "watermark": False, "adapter": None},
+         "steps": state["step"], "train_minutes": result["train_minutes"],
+         "evaluation": "16 frames, DDIM 25, CFG 7.5, adapter off; direction 'still' below "
+                       f"{LADDER_STILL_SPEED} px/frame (the ladder's threshold)",
+         "checks": result["curve"]}, indent=1))
+    log_path = root / "training_log.json"
+    log = {k: v for k, v in json.loads(log_path.read_text()).items() if not k.startswith("motion ")}
+    log["motion"] = {"stage": f"motion (benchmarks/motion_lab.py, arm {name})", "minutes": result["train_minutes"],
+                     "final_loss": result["curve"][-1]["loss"], "steps": state["step"]}
+    log_path.write_text(json.dumps(log, indent=2))
+    print(f"wrote {root / FILES['motion']} and {FILES['motion_config']} from {name} at step {state['step']}")
+
+
 def table(out: Path) -> str:
     rows = ["| arm | rung | levers | step | group | ok (steady, prompted way) | direction | jerk | visible | "
             "displacement / real px | colour |", "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -359,12 +398,16 @@ def main():
     p.add_argument("--guidance-probe", metavar="ARM", help="sample ARM's last checkpoint at guidance 0, 1, 3, 7.5, 12")
     p.add_argument("--keep-run", metavar="ARM", help=f"copy ARM's checkpoint (motion weights) to {KEPT}/runs/")
     p.add_argument("--restore-run", metavar="ARM", help="put ARM's kept checkpoint back into OUT/runs/ (then resume)")
+    p.add_argument("--ship", metavar="ARM", help="write ARM's last checkpoint as the shipped motion module (+ json)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.guidance_probe:
         guidance_probe(args.guidance_probe, out)
+        return
+    if args.ship:
+        ship(args.ship, out)
         return
     if args.keep_run or args.restore_run:
         (keep_run if args.keep_run else restore_run)(args.keep_run or args.restore_run, out)

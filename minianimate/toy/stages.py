@@ -57,6 +57,7 @@ class VideoData:
     stride: int = 1  # frame stride when reading `data`
     frames: int = 16
     text_dropout: float = 0.1
+    watermark: bool = True  # rendered clips carry the video-domain defects (False: clean clips)
 
 
 @dataclass
@@ -140,7 +141,8 @@ def training_clips(vae, cfg: VideoData, exclude=datasets.HELD_OUT, clips: int = 
     if cfg.data:
         pixels, captions = datasets.folder_set(cfg.data, cfg.frames, cfg.stride, cfg.seed)
         return encode_clips(vae, pixels), captions
-    pixels, captions = datasets.clip_set(clips, cfg.seed + 2000, cfg.frames, exclude, still=still)
+    pixels, captions = datasets.clip_set(clips, cfg.seed + 2000, cfg.frames, exclude, watermark=cfg.watermark,
+                                         still=still)
     return encode_clips(vae, pixels), captions
 
 
