@@ -70,6 +70,8 @@ ARMS = {  # name -> the levers that differ from LEVERS
     "r1-slow-ema-cosine": {"speed": SLOW, "ema": 0.999, "decay": "cosine"},
     "r1-slow-x0-weight": {"speed": SLOW, "weighting": "x0"},
     "r1-slow-conv": {"speed": SLOW, "temporal": "conv"},
+    "r1-slow-x0-ema": {"speed": SLOW, "weighting": "x0", "ema": 0.999, "steps": 3000},
+    "r1-slow-x0-cosine": {"speed": SLOW, "weighting": "x0", "decay": "cosine", "steps": 3000},
     "r1-slow-dropout0.3": {"speed": SLOW, "text_dropout": 0.3},
     "r2-slow": {"rung": 2, "speed": SLOW},
     "r2-slow-ema-cosine": {"rung": 2, "speed": SLOW, "ema": 0.999, "decay": "cosine"},
@@ -335,7 +337,7 @@ def restore_run(name: str, out: Path, kept: Path = KEPT / "runs") -> None:
         (dest / file).write_bytes((src / file).read_bytes())
 
 
-def ship(name: str, out: Path, root: Path = CHECKPOINTS) -> None:
+def ship(name: str, out: Path, root: Path = CHECKPOINTS, allow_unevaluated: bool = False) -> None:
     """Write ARM's last checkpoint as the shipped motion module (official layout, as `train motion` writes it) and
     motion_module.json: the module's shape, its recipe (the arm's levers), the learning curve and the minutes."""
     from minianimate.motion_io import save_motion_module
@@ -351,6 +353,9 @@ def ship(name: str, out: Path, root: Path = CHECKPOINTS) -> None:
     if unexpected or any(is_motion_key(k) for k in missing):
         raise SystemExit(f"error: {run} does not match the motion modules ({len(unexpected)} unexpected keys)")
     state = torch.load(run / "trainer_state.pt", weights_only=False)
+    if not allow_unevaluated and result["curve"][-1]["step"] != state["step"]:
+        raise SystemExit(f"error: {run} is at step {state['step']}, its last evaluation at {result['curve'][-1]['step']}:"
+                         " ship an evaluated checkpoint (wait for the next evaluation)")
     save_motion_module(unet, root / FILES["motion"], "official")
     (root / FILES["motion_config"]).write_text(json.dumps(
         {"motion": dict(TOY_MOTION), "frames": FRAMES, "noise_share": 0.0, "held_out": HELD_OUT,
@@ -363,7 +368,8 @@ def ship(name: str, out: Path, root: Path = CHECKPOINTS) -> None:
     log_path = root / "training_log.json"
     log = {k: v for k, v in json.loads(log_path.read_text()).items() if not k.startswith("motion ")}
     log["motion"] = {"stage": f"motion (benchmarks/motion_lab.py, arm {name})", "minutes": result["train_minutes"],
-                     "final_loss": result["curve"][-1]["loss"], "steps": state["step"]}
+                     "final_loss": result["curve"][-1]["loss"], "steps": state["step"], "clips": RUNGS[levers["rung"]]["clips"],
+                     "motion_parameters": sum(p.numel() for p in unet.motion_parameters())}
     log_path.write_text(json.dumps(log, indent=2))
     print(f"wrote {root / FILES['motion']} and {FILES['motion_config']} from {name} at step {state['step']}")
 
