@@ -359,7 +359,7 @@ def ship(name: str, out: Path, root: Path = CHECKPOINTS, allow_unevaluated: bool
     save_motion_module(unet, root / FILES["motion"], "official")
     (root / FILES["motion_config"]).write_text(json.dumps(
         {"motion": dict(TOY_MOTION), "frames": FRAMES, "noise_share": 0.0, "held_out": HELD_OUT,
-         "source": f"python benchmarks/motion_lab.py --arms {name} --out {out}; then --ship {name}",
+         "source": f"python benchmarks/motion_lab.py --arms {name} --out runs/lab, then --ship {name} (make checkpoints)",
          "recipe": {**levers, "clips": RUNGS[levers["rung"]], "watermark": False, "adapter": None},
          "steps": state["step"], "train_minutes": result["train_minutes"],
          "evaluation": "16 frames, DDIM 25, CFG 7.5, adapter off; direction 'still' below "
