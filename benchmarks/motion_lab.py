@@ -30,13 +30,14 @@ import torch.nn.functional as F
 from minianimate.autoencoder import encode_clips
 from minianimate.checkpoint import read_state_dict, save_safetensors
 from minianimate.inflation import is_motion_key
+from minianimate.lora import LoRA
 from minianimate.pipeline import AnimationPipeline
 from minianimate.sampling import frame_noise
 from minianimate.trainer import Trainer, TrainConfig
 from minianimate.toy import metrics
 from minianimate.toy import shapeworld as sw
 from minianimate.toy.datasets import HELD_OUT, clip_set, combos
-from minianimate.toy.models import CHECKPOINTS, TOY_MOTION, load_motion_unet, load_text_encoder, load_vae, toy_ddim
+from minianimate.toy.models import CHECKPOINTS, FILES, TOY_MOTION, load_motion_unet, load_text_encoder, load_vae, toy_ddim
 
 EVAL_EVERY, SEED, FRAMES = 500, 0, 16
 FAST = (1.5, 2.5)  # px/frame: the world's speed before issue 23 (travel 22-38 px over 16 frames), the "plain" arms'
@@ -54,7 +55,13 @@ RUNGS = {  # clips drawn from `only` (None: every combination not held out); eva
 }
 LEVERS = dict(rung=1, steps=2000, batch=4, lr=1e-3, decay="constant", warmup=100, ema=0.0, speed=FAST,
               noise_share=0.0, high_t=0.0, weighting="eps", text_dropout=0.1, freeze16="none", init=None,
-              temporal="attention", eval_every=EVAL_EVERY)
+              temporal="attention", eval_every=EVAL_EVERY, watermark=False, adapter=0.0,
+              adapter_file=None)
+# watermark: clips with the video-domain defects; adapter: the shipped domain adapter attached (frozen) during training
+# at this scale, or "mixed" (a scale drawn uniformly from [0, 1] at every step); evaluation is always adapter off.
+# adapter_file: another adapter (a path under OUT), e.g. an attention-only one: `python -m minianimate train adapter
+# --config C --out OUT/attention_adapter` on a copy of the checkpoint folder, C = configs/adapter.yaml with
+# `targets: spatial_attention`.
 ARMS = {  # name -> the levers that differ from LEVERS
     "r1-plain": {},
     "r1-slow": {"speed": SLOW},
@@ -73,6 +80,11 @@ ARMS = {  # name -> the levers that differ from LEVERS
     "r1-slow-x0-ema": {"speed": SLOW, "weighting": "x0", "ema": 0.999, "steps": 3000},
     "r1-slow-x0-cosine": {"speed": SLOW, "weighting": "x0", "decay": "cosine", "steps": 3000},
     "r1-slow-dropout0.3": {"speed": SLOW, "text_dropout": 0.3},
+    "r1-slow-x0-watermark": {"speed": SLOW, "weighting": "x0", "watermark": True, "steps": 3000},
+    "r1-slow-x0-adapter": {"speed": SLOW, "weighting": "x0", "watermark": True, "adapter": 1.0, "steps": 3000},
+    "r1-slow-x0-adapter-mixed": {"speed": SLOW, "weighting": "x0", "watermark": True, "adapter": "mixed", "steps": 3000},
+    "r1-slow-x0-attn-adapter": {"speed": SLOW, "weighting": "x0", "watermark": True, "adapter": 1.0, "steps": 3000,
+                                "adapter_file": "attention_adapter/domain_adapter.safetensors"},
     "r2-slow": {"rung": 2, "speed": SLOW},
     "r2-slow-ema-cosine": {"rung": 2, "speed": SLOW, "ema": 0.999, "decay": "cosine"},
     "r2-slow-from-r1": {"rung": 2, "speed": SLOW, "init": "r1-slow"},
@@ -114,8 +126,10 @@ def timesteps(batch: int, generator, high_t: float, T: int = 1000) -> torch.Tens
     return torch.where(torch.rand(batch, generator=generator) < high_t, high, t)
 
 
-def lab_loss(unet, text_encoder, latents, captions, ddim, generator, levers):
+def lab_loss(unet, text_encoder, latents, captions, ddim, generator, levers, adapter=None):
     batch = levers["batch"]
+    if levers["adapter"] == "mixed":
+        adapter.scale = float(torch.rand(1, generator=generator))
     idx = torch.randint(0, len(latents), (batch,), generator=generator)
     x0 = latents[idx]
     drop = torch.rand(batch, generator=generator) < levers["text_dropout"]
@@ -135,11 +149,11 @@ def lab_loss(unet, text_encoder, latents, captions, ddim, generator, levers):
 def cached_clips(vae, out: Path, levers: dict):
     rung = RUNGS[levers["rung"]]
     speed = levers["speed"]
-    path = out / "cache" / f"rung{levers['rung']}_n{rung['clips']}_speed{speed[0]}-{speed[1]}.pt"
+    path = out / "cache" / f"rung{levers['rung']}_n{rung['clips']}_speed{speed[0]}-{speed[1]}{'_wm' * levers['watermark']}.pt"
     if path.exists():
         data = torch.load(path, weights_only=False)
         return data["latents"], data["captions"]
-    clips, captions = clip_set(rung["clips"], SEED + 2000, FRAMES, still=rung["still"], watermark=False,
+    clips, captions = clip_set(rung["clips"], SEED + 2000, FRAMES, still=rung["still"], watermark=levers["watermark"],
                                only=rung["only"], speed_range=levers["speed"])
     latents = encode_clips(vae, clips)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -232,6 +246,11 @@ def run_arm(name: str, levers: dict, out: Path, steps: int | None = None) -> dic
     if levers["init"]:
         weights = read_state_dict(out / "runs" / levers["init"] / "weights.safetensors")
         unet.load_state_dict({k[5:]: v for k, v in weights.items() if is_motion_key(k)}, strict=False)
+    adapter = None
+    if levers["adapter"]:
+        scale = 1.0 if levers["adapter"] == "mixed" else float(levers["adapter"])
+        file = out / levers["adapter_file"] if levers["adapter_file"] else CHECKPOINTS / FILES["adapter"]
+        adapter = LoRA.load(unet, file, scale=scale).requires_grad_(False)
     frozen = {id(p) for p in frozen16(unet, levers["freeze16"])}
     params = [p for p in unet.motion_parameters() if id(p) not in frozen]
     for p in params:
@@ -257,6 +276,8 @@ def run_arm(name: str, levers: dict, out: Path, steps: int | None = None) -> dic
         t0 = time.time()
         unet.eval()
         row = {"step": tr.step, "loss": round(float(np.mean(tr.losses[-levers["eval_every"]:])), 5)}
+        if adapter is not None:
+            adapter.enabled = False
         with swapped(tr, unet):
             for g, targets in groups.items():
                 clips = generate(unet, vae, text_encoder, targets, levers["noise_share"])
@@ -266,12 +287,14 @@ def run_arm(name: str, levers: dict, out: Path, steps: int | None = None) -> dic
         result["curve"].append(row)
         result_path.write_text(json.dumps(result, indent=1))
         print(json.dumps(row), flush=True)
+        if adapter is not None:
+            adapter.enabled = True
         unet.train()
         clock["train"] = time.time()
 
     (out / "clips").mkdir(parents=True, exist_ok=True)
     unet.train()
-    trainer.fit(lambda step, g: lab_loss(unet, text_encoder, latents, captions, ddim, g, levers),
+    trainer.fit(lambda step, g: lab_loss(unet, text_encoder, latents, captions, ddim, g, levers, adapter),
                 on_checkpoint=evaluate, desc=name, progress=False)
     unet.eval()
     with swapped(trainer, unet):
