@@ -364,7 +364,6 @@ def ship(name: str, out: Path, root: Path = CHECKPOINTS, allow_unevaluated: bool
     """Write ARM's last checkpoint as the shipped motion module (official layout, as `train motion` writes it) and
     motion_module.json: the module's shape, its recipe (the arm's levers), the learning curve and the minutes."""
     from minianimate.motion_io import save_motion_module
-    from minianimate.toy.models import FILES
 
     levers, run = {**LEVERS, **ARMS[name]}, out / "runs" / name
     result = json.loads((out / f"{name}.json").read_text())
