@@ -217,7 +217,8 @@ def motion_lora_stage(cfg: MotionLoRAStage, out: Path, run: Path, resume: bool, 
     if cfg.data:
         latents, captions = training_clips(vae, cfg)
     else:
-        clips, captions = datasets.reference_set(cfg.camera, cfg.references, cfg.seed + 3000, cfg.frames)
+        clips, captions = datasets.reference_set(cfg.camera, cfg.references, cfg.seed + 3000, cfg.frames,
+                                                  watermark=cfg.watermark)
         latents = encode_clips(vae, clips)
     lora, trainer = stages.train_motion_lora(unet, text_encoder, latents, captions, toy_ddim(), cfg, run, cfg.rank,
                                              cfg.camera, resume=resume, progress=progress,
