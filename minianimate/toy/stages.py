@@ -88,6 +88,7 @@ class MotionLoRAStage(TrainConfig, VideoData):
     references: int = 50
     rank: int = 8
     adapter_scale: float = 1.0
+    weighting: str = "eps"  # the loss over timesteps, as MotionStage's
 
 
 def report(stage: str, out: Path, started: float, trainer=None, **numbers) -> None:
@@ -222,7 +223,7 @@ def motion_lora_stage(cfg: MotionLoRAStage, out: Path, run: Path, resume: bool, 
         latents = encode_clips(vae, clips)
     lora, trainer = stages.train_motion_lora(unet, text_encoder, latents, captions, toy_ddim(), cfg, run, cfg.rank,
                                              cfg.camera, resume=resume, progress=progress,
-                                             text_dropout=cfg.text_dropout)
+                                             text_dropout=cfg.text_dropout, weighting=cfg.weighting)
     if trainer.rank != 0:
         return None
     path = lora.save(out / FILES["motion_loras"] / f"{cfg.camera}.safetensors", format="official")
