@@ -95,6 +95,7 @@ ARMS = {  # name -> the levers that differ from LEVERS
     "r2-slow-high-t": {"rung": 2, "speed": SLOW, "high_t": 0.7},
     "r2-slow-dropout0.3": {"rung": 2, "speed": SLOW, "text_dropout": 0.3},
     "r2-slow-x0-weight": {"rung": 2, "speed": SLOW, "weighting": "x0"},
+    "r2-slow-x0-cosine": {"rung": 2, "speed": SLOW, "weighting": "x0", "decay": "cosine", "steps": 3000},  # rung 3's two levers
     "r3-slow": {"rung": 3, "speed": SLOW},
     "r3-slow-x0-weight": {"rung": 3, "speed": SLOW, "weighting": "x0", "steps": 10000, "eval_every": 2000},  # long run
     # the long run's 10,000-step module, then 3,000 more steps with the learning rate decayed (cosine, to 1/20 of it;

@@ -89,6 +89,7 @@ class MotionLoRAStage(TrainConfig, VideoData):
     rank: int = 8
     adapter_scale: float = 1.0
     weighting: str = "eps"  # the loss over timesteps, as MotionStage's
+    zoom: float | None = None  # the references' zoom: the most zoomed frame shows 1/zoom of it (None: ZOOM_SCALE)
 
 
 def report(stage: str, out: Path, started: float, trainer=None, **numbers) -> None:
@@ -219,7 +220,7 @@ def motion_lora_stage(cfg: MotionLoRAStage, out: Path, run: Path, resume: bool, 
         latents, captions = training_clips(vae, cfg)
     else:
         clips, captions = datasets.reference_set(cfg.camera, cfg.references, cfg.seed + 3000, cfg.frames,
-                                                  watermark=cfg.watermark)
+                                                  watermark=cfg.watermark, zoom=cfg.zoom)
         latents = encode_clips(vae, clips)
     lora, trainer = stages.train_motion_lora(unet, text_encoder, latents, captions, toy_ddim(), cfg, run, cfg.rank,
                                              cfg.camera, resume=resume, progress=progress,
