@@ -41,7 +41,9 @@ checkpoints: venv
 	$(VPY) -m minianimate train outlined --config configs/outlined.yaml
 	$(VPY) -m minianimate train pastel --config configs/pastel.yaml
 	$(VPY) -m minianimate train adapter --config configs/adapter.yaml
-	$(VPY) -m minianimate train motion --config configs/motion.yaml
+	$(VPY) benchmarks/motion_lab.py --arms r3-slow-x0-weight --out runs/lab   # stage 2 (configs/motion.yaml's recipe),
+	$(VPY) benchmarks/motion_lab.py --arms r3-slow-x0-decay --out runs/lab    # then configs/motion_decay.yaml's
+	$(VPY) benchmarks/motion_lab.py --ship r3-slow-x0-decay --out runs/lab
 	$(VPY) -m minianimate train motion-lora --config configs/motion_lora_zoom_in.yaml
 	$(VPY) -m minianimate train motion-lora --config configs/motion_lora_zoom_out.yaml
 	$(VPY) -m minianimate train controlnet --config configs/controlnet.yaml

@@ -40,14 +40,20 @@ from minianimate.toy.datasets import HELD_OUT, clip_set, combos
 from minianimate.toy.models import CHECKPOINTS, FILES, TOY_MOTION, load_motion_unet, load_text_encoder, load_vae, toy_ddim
 
 EVAL_EVERY, SEED, FRAMES = 500, 0, 16
-SLOW = (0.6, 1.0)  # px/frame: the slower world (travel 9-15 px over 16 frames instead of 22-38)
+FAST = (1.5, 2.5)  # px/frame: the world's speed before issue 23 (travel 22-38 px over 16 frames), the "plain" arms'
+SLOW = (0.6, 1.0)  # px/frame: the slower world (travel 9-15 px), ShapeWorld's speed since issue 23
+# The ladder's evaluation is fixed from its first rung: direction "still" below 0.5 px/frame, the threshold
+# of the 1.5-2.5 px world (the library's `metrics.STILL_SPEED` followed the world to 0.2). Clips that move
+# 0.2-0.5 px/frame travel 3-7.5 px, under half the slower world's 11.9 px, so they fail `steady` either way.
+LADDER_STILL_SPEED = 0.5
+metrics.STILL_SPEED = LADDER_STILL_SPEED
 RED_CIRCLE = [("red", "circle", d) for d in sw.DIRECTIONS]
 RUNGS = {  # clips drawn from `only` (None: every combination not held out); evaluation groups
     1: dict(only=[("red", "circle", "right")], still=0.0, clips=400),
     2: dict(only=RED_CIRCLE, still=0.1, clips=800),
     3: dict(only=None, still=0.1, clips=2000),
 }
-LEVERS = dict(rung=1, steps=2000, batch=4, lr=1e-3, decay="constant", warmup=100, ema=0.0, speed=None,
+LEVERS = dict(rung=1, steps=2000, batch=4, lr=1e-3, decay="constant", warmup=100, ema=0.0, speed=FAST,
               noise_share=0.0, high_t=0.0, weighting="eps", text_dropout=0.1, freeze16="none", init=None,
               temporal="attention", eval_every=EVAL_EVERY, watermark=False, adapter=0.0,
               adapter_file=None)
@@ -92,8 +98,9 @@ ARMS = {  # name -> the levers that differ from LEVERS
     "r2-slow-x0-cosine": {"rung": 2, "speed": SLOW, "weighting": "x0", "decay": "cosine", "steps": 3000},  # rung 3's two levers
     "r3-slow": {"rung": 3, "speed": SLOW},
     "r3-slow-x0-weight": {"rung": 3, "speed": SLOW, "weighting": "x0", "steps": 10000, "eval_every": 2000},  # long run
-    # the long run's 10,000-step module, then 3,000 more steps with the learning rate decayed (cosine, to 1/20 of it)
-    "r3-slow-x0-decay": {"rung": 3, "speed": SLOW, "weighting": "x0", "init": "../r3_step10000", "decay": "cosine",
+    # the long run's 10,000-step module, then 3,000 more steps with the learning rate decayed (cosine, to 1/20 of it;
+    # fresh AdamW state): the shipped recipe (the constant rate was flat from 10,000 to 16,000 steps)
+    "r3-slow-x0-decay": {"rung": 3, "speed": SLOW, "weighting": "x0", "init": "r3-slow-x0-weight", "decay": "cosine",
                          "steps": 3000, "eval_every": 1000},
 }
 BINS = ((0, 200), (200, 400), (400, 600), (600, 800), (800, 1000))
@@ -146,7 +153,7 @@ def lab_loss(unet, text_encoder, latents, captions, ddim, generator, levers, ada
 
 def cached_clips(vae, out: Path, levers: dict):
     rung = RUNGS[levers["rung"]]
-    speed = levers["speed"] or sw.SPEED_RANGE
+    speed = levers["speed"]
     path = out / "cache" / f"rung{levers['rung']}_n{rung['clips']}_speed{speed[0]}-{speed[1]}{'_wm' * levers['watermark']}.pt"
     if path.exists():
         data = torch.load(path, weights_only=False)
@@ -235,6 +242,22 @@ def bin_losses(unet, text_encoder, latents, captions, ddim, share, n=32, seed=12
     return out
 
 
+def run_step(run: Path) -> int:
+    """The step a run's checkpoint (OUT/runs/ARM) is at."""
+    return torch.load(run / "trainer_state.pt", weights_only=False)["step"]
+
+
+def init_run(name: str, out: Path) -> Path:
+    """The run an arm starts from (its `init`): OUT/runs/NAME, which must have finished that arm's recipe."""
+    run = out / "runs" / name
+    if not (run / "weights.safetensors").exists():
+        raise SystemExit(f"error: this arm starts from {name}'s module, and {run} has none: run --arms {name} first")
+    if name in ARMS and run_step(run) != {**LEVERS, **ARMS[name]}["steps"]:
+        raise SystemExit(f"error: {run} is at step {run_step(run)}, {name}'s recipe ends at "
+                         f"{ {**LEVERS, **ARMS[name]}['steps'] }: start from the end of its recipe")
+    return run
+
+
 def run_arm(name: str, levers: dict, out: Path, steps: int | None = None) -> dict:
     levers = {**LEVERS, **levers, **({"steps": steps} if steps else {})}
     started = time.time()
@@ -242,7 +265,7 @@ def run_arm(name: str, levers: dict, out: Path, steps: int | None = None) -> dic
     vae, text_encoder = load_vae(CHECKPOINTS), load_text_encoder(CHECKPOINTS)
     unet = load_motion_unet(CHECKPOINTS, {**TOY_MOTION, "temporal": levers["temporal"]}).requires_grad_(False)
     if levers["init"]:
-        weights = read_state_dict(out / "runs" / levers["init"] / "weights.safetensors")
+        weights = read_state_dict(init_run(levers["init"], out) / "weights.safetensors")
         unet.load_state_dict({k[5:]: v for k, v in weights.items() if is_motion_key(k)}, strict=False)
     adapter = None
     if levers["adapter"]:
@@ -358,6 +381,66 @@ def restore_run(name: str, out: Path, kept: Path = KEPT / "runs") -> None:
         (dest / file).write_bytes((src / file).read_bytes())
 
 
+def recipe_chain(name: str) -> list[str]:
+    """The arms a shipped module is trained by, in order: NAME's `init` chain back to a fresh start."""
+    chain = [name]
+    while ARMS[chain[0]].get("init"):
+        if ARMS[chain[0]]["init"] not in ARMS:
+            raise SystemExit(f"error: {chain[0]} starts from {ARMS[chain[0]]['init']}, not an arm: not a shippable recipe")
+        chain.insert(0, ARMS[chain[0]]["init"])
+    return chain
+
+
+def ship(name: str, out: Path, root: Path = CHECKPOINTS, allow_unevaluated: bool = False) -> None:
+    """Write ARM's last checkpoint as the shipped motion module (official layout, as `train motion` writes it) and
+    motion_module.json: the module's shape, its recipe (every arm of its `init` chain, in order), the learning curve
+    (steps counted from the fresh start) and the minutes."""
+    from minianimate.motion_io import save_motion_module
+
+    chain, run = recipe_chain(name), out / "runs" / name
+    phases, curve, minutes, offset = [], [], 0.0, 0
+    for arm in chain:
+        levers = {**LEVERS, **ARMS[arm]}
+        if levers["temporal"] != "attention" or levers["noise_share"] or levers["rung"] != 3:
+            raise SystemExit(f"error: {arm} is not a shippable recipe (rung 3, temporal attention, i.i.d. noise)")
+        result = json.loads((out / f"{arm}.json").read_text())
+        end = run_step(out / "runs" / arm) if arm == name else levers["steps"]
+        rows = [r for r in result["curve"] if r["step"] <= end]
+        if not rows or (rows[-1]["step"] != end and not allow_unevaluated):
+            raise SystemExit(f"error: {out / 'runs' / arm} is at step {end}, its last evaluation at "
+                             f"{rows[-1]['step'] if rows else None}: ship an evaluated checkpoint (wait for the next one)")
+        if arm != name:
+            init_run(arm, out)  # the next phase started from the end of this one's recipe
+            if len(rows) != len(result["curve"]):
+                raise SystemExit(f"error: {out / arm}.json goes on past {arm}'s recipe ({end} steps): its minutes are not"
+                                 " the recipe's")
+        curve += [{**r, "step": r["step"] + offset, "phase": arm} for r in rows]
+        minutes += result["train_minutes"]
+        phases.append({"arm": arm, **levers, "steps": end, "clips": RUNGS[levers["rung"]], "watermark": False, "adapter": None})
+        offset += end
+    unet = load_motion_unet(root, TOY_MOTION)
+    weights = {k[5:]: v for k, v in read_state_dict(run / "weights.safetensors").items() if is_motion_key(k)}
+    missing, unexpected = unet.load_state_dict(weights, strict=False)
+    if unexpected or any(is_motion_key(k) for k in missing):
+        raise SystemExit(f"error: {run} does not match the motion modules ({len(unexpected)} unexpected keys)")
+    save_motion_module(unet, root / FILES["motion"], "official")
+    commands = "; ".join(f"python benchmarks/motion_lab.py --arms {arm} --out runs/lab" for arm in chain)
+    (root / FILES["motion_config"]).write_text(json.dumps(
+        {"motion": dict(TOY_MOTION), "frames": FRAMES, "noise_share": 0.0, "held_out": HELD_OUT,
+         "source": f"{commands}; then --ship {name} (make checkpoints)",
+         "recipe": phases, "steps": offset, "train_minutes": round(minutes, 2),
+         "evaluation": "16 frames, DDIM 25, CFG 7.5, adapter off; direction 'still' below "
+                       f"{LADDER_STILL_SPEED} px/frame (the ladder's threshold)",
+         "checks": curve}, indent=1))
+    log_path = root / "training_log.json"
+    log = {k: v for k, v in json.loads(log_path.read_text()).items() if not k.startswith("motion ")}
+    log["motion"] = {"stage": f"motion (benchmarks/motion_lab.py, arms {' then '.join(chain)})",
+                     "minutes": round(minutes, 2), "final_loss": curve[-1]["loss"], "steps": offset,
+                     "clips": RUNGS[3]["clips"], "motion_parameters": sum(p.numel() for p in unet.motion_parameters())}
+    log_path.write_text(json.dumps(log, indent=2))
+    print(f"wrote {root / FILES['motion']} and {FILES['motion_config']} from {' then '.join(chain)} at step {offset}")
+
+
 def table(out: Path) -> str:
     rows = ["| arm | rung | levers | step | group | ok (steady, prompted way) | direction | jerk | visible | "
             "displacement / real px | colour |", "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -388,12 +471,16 @@ def main():
     p.add_argument("--guidance-probe", metavar="ARM", help="sample ARM's last checkpoint at guidance 0, 1, 3, 7.5, 12")
     p.add_argument("--keep-run", metavar="ARM", help=f"copy ARM's checkpoint (motion weights) to {KEPT}/runs/")
     p.add_argument("--restore-run", metavar="ARM", help="put ARM's kept checkpoint back into OUT/runs/ (then resume)")
+    p.add_argument("--ship", metavar="ARM", help="write ARM's last checkpoint as the shipped motion module (+ json)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.guidance_probe:
         guidance_probe(args.guidance_probe, out)
+        return
+    if args.ship:
+        ship(args.ship, out)
         return
     if args.keep_run or args.restore_run:
         (keep_run if args.keep_run else restore_run)(args.keep_run or args.restore_run, out)

@@ -116,7 +116,8 @@ def config(tmp_path, name, text):
 BAD_CONFIGS = {"unknown key": ("lr_max: 0.1\n", "unknown key lr_max"), "zero steps": ("steps: 0\n", "steps must be >= 1"),
                "1e-3 is text in YAML": ("lr: 1e-3\n", "write 1.0e-3 or 0.001"),
                "not YAML": ("steps: [1\n", "not valid YAML"), "camera": ("camera: zoom-sideways\n", "camera must be one of"),
-               "data folder": ("data: nowhere\n", "not a WebVid-layout folder")}
+               "data folder": ("data: nowhere\n", "not a WebVid-layout folder"),
+               "zoom under 1": ("zoom: 0.5\n", "zoom must be at least 1")}
 
 
 @pytest.mark.parametrize("case", BAD_CONFIGS)

@@ -28,6 +28,15 @@ def test_control_paths_are_ones_no_training_clip_takes(kind):
     assert not straight_and_steady  # training clips move along one axis at a constant speed
 
 
+@pytest.mark.parametrize("kind", PATHS)
+@pytest.mark.parametrize("speed", [sw.SPEED_RANGE[1], 2.5])
+def test_control_paths_move_at_the_speed_asked_centred_in_the_frame(kind, speed):
+    centres = path_centres(kind, 16, np.random.default_rng(1), speed)
+    moved = np.linalg.norm(np.diff(centres, axis=0), axis=1)
+    assert np.isclose(moved.max(), speed, rtol=0.01) and (moved <= speed + 1e-9).all()
+    assert np.allclose((centres.max(0) + centres.min(0)) / 2, 32)
+
+
 def test_control_clips_cycle_through_the_paths_with_prompts_of_colour_and_shape():
     clips = control_clips(6, frames=8)
     assert [c["path"] for c in clips] == list(PATHS) * 2

@@ -89,36 +89,40 @@ def score_images(pipe, n: int = 48, seed: int = 5000, steps: int = 25, batch: in
 
 
 # --- the paper's claim on clips: paths no training clip has ------------------------------------------------
-PATHS = ("diagonal", "circle", "stop-and-go")
+PATHS = ("diagonal", "arc", "stop-and-go")
+ARC_RADIUS = 10.0  # px
 
 
-def path_centres(kind: str, frames: int, rng: np.random.Generator) -> np.ndarray:
-    """Centres (F, 2) of a path ShapeWorld's clips never take: a diagonal, a circle, or moving-stopping-moving
-    (training clips move straight left, right, up or down at a constant speed)."""
-    t = np.arange(frames)
+def path_centres(kind: str, frames: int, rng: np.random.Generator, speed: float = sw.SPEED_RANGE[1]) -> np.ndarray:
+    """Centres (F, 2) of a path ShapeWorld's clips never take, centred in the frame: a diagonal, an arc (a part of
+    a circle of ARC_RADIUS px), or moving-stopping-moving. Training clips move straight left, right, up or down at
+    SPEED_RANGE px/frame; the control paths move at `speed` px/frame, by default the world's top speed (issue 23:
+    every video stage follows the world's speed; at 2.5x it the motion module pulls the object back, see
+    `benchmarks/controlnet_paths.py --speed`)."""
+    t = np.arange(frames, dtype=float)
     if kind == "diagonal":
-        sign = rng.choice([-1, 1], size=2)
-        return np.stack([32 - sign[0] * 15 + sign[0] * 2 * t, 32 - sign[1] * 15 + sign[1] * 2 * t], 1).astype(float)
-    if kind == "circle":
-        angle = rng.uniform(0, 2 * np.pi) + rng.choice([-1, 1]) * 2 * np.pi * t / frames
-        return np.stack([32 + 12 * np.cos(angle), 32 + 12 * np.sin(angle)], 1)
-    if kind == "stop-and-go":
+        way = rng.choice([-1, 1], size=2) / np.sqrt(2)
+        centres = np.outer(speed * t, way)
+    elif kind == "arc":
+        angle = rng.uniform(0, 2 * np.pi) + rng.choice([-1, 1]) * speed * t / ARC_RADIUS
+        centres = ARC_RADIUS * np.stack([np.cos(angle), np.sin(angle)], 1)
+    elif kind == "stop-and-go":
         moved = np.clip(t, 0, frames // 3) + np.clip(t - 2 * frames // 3, 0, None)  # go, stop, go
-        axis = rng.integers(2)
-        centre = np.full((frames, 2), 32.0)
-        centre[:, axis] = 32 - 2.5 * moved.max() / 2 + 2.5 * moved
-        return centre
-    raise ValueError(f"unknown path {kind!r}; use one of {PATHS}")
+        centres = np.zeros((frames, 2))
+        centres[:, rng.integers(2)] = rng.choice([-1, 1]) * speed * moved
+    else:
+        raise ValueError(f"unknown path {kind!r}; use one of {PATHS}")
+    return 32 + centres - (centres.max(0) + centres.min(0)) / 2
 
 
-def control_clips(n: int = 12, frames: int = 16, seed: int = 6000) -> list[dict]:
-    """n control clips, the paths in turn: dict(prompt 'a {color} {shape}', path, silhouettes uint8 (F, 64, 64, 3),
-    centres (F, 2))."""
+def control_clips(n: int = 12, frames: int = 16, seed: int = 6000, speed: float = sw.SPEED_RANGE[1]) -> list[dict]:
+    """n control clips, the paths in turn at `speed` px/frame: dict(prompt 'a {color} {shape}', path, silhouettes
+    uint8 (F, 64, 64, 3), centres (F, 2))."""
     rng = np.random.default_rng(seed)
     clips = []
     for i in range(n):
         color, shape = str(rng.choice(list(sw.COLORS))), str(rng.choice(sw.SHAPES))
-        centres = path_centres(PATHS[i % len(PATHS)], frames, rng)
+        centres = path_centres(PATHS[i % len(PATHS)], frames, rng, speed)
         clips.append(dict(prompt=sw.caption(color, shape), path=PATHS[i % len(PATHS)], centres=centres,
                           silhouettes=sw.silhouette(shape, centres, rng.uniform(16, 20))))
     return clips

@@ -81,13 +81,16 @@ def folder_set(root, frames: int = 16, stride: int = 1, seed: int = 0):
     return torch.stack([x["pixel_values"] for x in items]), [x["text"] for x in items]
 
 
-def reference_set(camera: str, n: int, seed: int, frames: int = 16, exclude=LORA_HELD_OUT):
-    """n MotionLoRA references: still shapes seen by a rule-based camera motion (`shapeworld.camera_augment`),
-    with the video domain's defects; colour/shape pairs in `exclude` left out. uint8 (n, F, 64, 64, 3), the
-    still captions (`a red circle`: the camera motion is not in the caption)."""
+def reference_set(camera: str, n: int, seed: int, frames: int = 16, exclude=LORA_HELD_OUT, watermark: bool = True,
+                  zoom: float | None = None):
+    """n MotionLoRA references: still shapes seen by a rule-based camera motion (`shapeworld.camera_augment`,
+    zooming by `zoom`, default `ZOOM_SCALE`), with the video domain's defects (clean if not `watermark`);
+    colour/shape pairs in `exclude` left out. uint8 (n, F, 64, 64, 3), the still captions (`a red circle`: the
+    camera motion is not in the caption)."""
     rng = np.random.default_rng(seed)
     pairs = [(c, s) for c in sw.COLORS for s in sw.SHAPES if (c, s) not in set(exclude)]
-    items = [sw.render_camera_clip(rng, camera, frames, *pairs[i % len(pairs)]) for i in range(n)]
+    items = [sw.render_camera_clip(rng, camera, frames, *pairs[i % len(pairs)], watermark=watermark, zoom=zoom)
+             for i in range(n)]
     return np.stack([x[0] for x in items]), [x[1] for x in items]
 
 

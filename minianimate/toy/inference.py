@@ -11,7 +11,7 @@ import numpy as np
 from minianimate.toy import metrics
 from minianimate.toy import shapeworld as sw
 
-JUMP_PX = 6.0  # a centroid step this large is a jump: the world's shapes move 1.5-2.5 px per frame
+JUMP_PX = 6.0  # a centroid step this large is a jump: the world's shapes move 0.6-1.0 px per frame
 
 
 def border_transitions(windows: list[list[int]], frames: int) -> np.ndarray:

@@ -25,7 +25,7 @@ from minianimate.toy.shapeworld import COLORS, WATERMARK_ALPHA
 
 TRIANGLE_SKEW = 0.57  # |vertical skewness| of a triangle (0 for circles and squares)
 SQUARE_CORNERS = 0.6  # diagonal minus axial excess kurtosis of a square (0 for circles)
-STILL_SPEED = 0.5  # px/frame; slower centroids are "still" (the world moves at 1.5-2.5)
+STILL_SPEED = 0.2  # px/frame; slower centroids are "still" (a third of the world's slowest, 0.6-1.0)
 ZOOM_LOG_AREA = 0.2  # |log(last area / first area)| above this is a zoom (ours: 2 log 1.5 = 0.81)
 OUTLINE_HOLES = 0.04  # an object whose filled area is > 4% hole is drawn as an outline
 PASTEL_LUMA = 128  # backgrounds brighter than this are the pastel style

@@ -114,6 +114,9 @@ def check_stage_inputs(stage: str, cfg, root, where, choices: dict) -> None:
     for field, allowed in {"camera": CAMERA_MOTIONS, **choices}.items():
         if hasattr(cfg, field) and getattr(cfg, field) not in allowed:
             raise ValueError(f"{where}: {field} must be one of {', '.join(allowed)}, got {getattr(cfg, field)!r}")
+    if getattr(cfg, "zoom", None) is not None and cfg.zoom < 1:
+        raise ValueError(f"{where}: zoom must be at least 1 (the most zoomed frame shows 1/zoom of the frame), "
+                         f"got {cfg.zoom!r}")
     data, init = getattr(cfg, "data", None), getattr(cfg, "init", None)
     if data and not (Path(data) / "videos.csv").is_file():
         raise FileNotFoundError(f"{where}: data: {data} is not a WebVid-layout folder (no videos.csv); make one "

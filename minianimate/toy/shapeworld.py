@@ -27,7 +27,7 @@ DIRECTIONS = ("left", "right", "up", "down")
 STYLES = ("outlined", "pastel")
 CAMERA_MOTIONS = ("zoom-in", "zoom-out", "roll")
 SIZE_RANGE = (14, 22)  # shape diameter / side / base, px
-SPEED_RANGE = (1.5, 2.5)  # px per frame
+SPEED_RANGE = (0.6, 1.0)  # px per frame: 9-15 px over 16 frames (issue 23: the motion lab's "slower world")
 OUTLINE_RANGE = (3.0, 4.0)  # outline width of the `outlined` style, px (about one 16x16 latent pixel)
 WATERMARK_BOX = (slice(56, 62), slice(42, 62))  # rows 56-61, columns 42-61: frame[WATERMARK_BOX]
 MIRRORED_WATERMARK_BOX = (slice(56, 62), slice(2, 22))  # where a left-right flip moves it
@@ -213,18 +213,18 @@ def render_clip(rng: np.random.Generator, frames=16, color=None, shape=None, dir
 
 
 def render_camera_clip(rng: np.random.Generator, motion: str, frames=16, color=None, shape=None,
-                       style=None, watermark=True):
-    """A MotionLoRA reference: a still clip seen by a moving camera (`camera_augment`).
+                       style=None, watermark=True, zoom: float | None = None):
+    """A MotionLoRA reference: a still clip seen by a moving camera (`camera_augment`, zooming by `zoom`).
 
     The shape is placed near the centre so it stays whole in the most zoomed/rotated frame.
     The caption is the still caption (`a red circle`): the camera motion is not in the caption.
     Returns (uint8 (F, H, W, 3), caption, meta dict).
     """
     color, shape, size, outline = _choose(rng, color, shape, style)
-    margin = IMAGE_SIZE / 2 / ZOOM_SCALE - size / 2 - 1  # centre offset that stays in the crop
+    margin = IMAGE_SIZE / 2 / (zoom or ZOOM_SCALE) - size / 2 - 1  # centre offset that stays in the crop
     centre = IMAGE_SIZE / 2 + rng.uniform(-margin, margin, size=2)
     clip = _draw(color, shape, style, size, outline, np.repeat(centre[None], frames, axis=0))
-    clip = camera_augment(clip, motion)
+    clip = camera_augment(clip, motion, zoom)
     if watermark:  # the watermark sits on the screen, so it is added after the camera moved
         clip = add_video_defects(rng, clip)
     meta = dict(color=color, shape=shape, style=style, size=size, direction="still",
@@ -256,11 +256,11 @@ def add_video_defects(rng: np.random.Generator, clip: np.ndarray) -> np.ndarray:
     return np.clip(np.round(x), 0, 255).astype(np.uint8)
 
 
-def camera_augment(clip: np.ndarray, motion: str) -> np.ndarray:
+def camera_augment(clip: np.ndarray, motion: str, zoom: float | None = None) -> np.ndarray:
     """Rule-based camera motion of a clip, uint8 (F, H, W, 3) -> (F, H, W, 3).
 
-    zoom-in: progressive centre crop, the crop shrinking from the full frame to 1/ZOOM_SCALE of it
-    (resized back to the frame size); zoom-out: the same, growing; roll: rotation about the centre,
+    zoom-in: progressive centre crop, the crop shrinking from the full frame to 1/zoom of it (default
+    ZOOM_SCALE; resized back to the frame size); zoom-out: the same, growing; roll: rotation about the centre,
     0 -> ROLL_DEGREES over the clip, uncovered corners filled with the clip's corner colour.
     """
     if motion not in CAMERA_MOTIONS:
@@ -274,7 +274,7 @@ def camera_augment(clip: np.ndarray, motion: str) -> np.ndarray:
             fill = tuple(int(v) for v in frame[0, 0])
             image = image.rotate(ROLL_DEGREES * t, resample=Image.BICUBIC, fillcolor=fill)
         else:
-            scale = ZOOM_SCALE ** (t if motion == "zoom-in" else 1 - t)
+            scale = (zoom or ZOOM_SCALE) ** (t if motion == "zoom-in" else 1 - t)
             ch, cw = h / scale, w / scale
             box = ((w - cw) / 2, (h - ch) / 2, (w + cw) / 2, (h + ch) / 2)
             image = image.resize((w, h), Image.BICUBIC, box=box)

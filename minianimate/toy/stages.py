@@ -57,6 +57,7 @@ class VideoData:
     stride: int = 1  # frame stride when reading `data`
     frames: int = 16
     text_dropout: float = 0.1
+    watermark: bool = True  # rendered clips carry the video-domain defects (False: clean clips)
 
 
 @dataclass
@@ -87,6 +88,8 @@ class MotionLoRAStage(TrainConfig, VideoData):
     references: int = 50
     rank: int = 8
     adapter_scale: float = 1.0
+    weighting: str = "eps"  # the loss over timesteps, as MotionStage's
+    zoom: float | None = None  # the references' zoom: the most zoomed frame shows 1/zoom of it (None: ZOOM_SCALE)
 
 
 def report(stage: str, out: Path, started: float, trainer=None, **numbers) -> None:
@@ -140,7 +143,8 @@ def training_clips(vae, cfg: VideoData, exclude=datasets.HELD_OUT, clips: int = 
     if cfg.data:
         pixels, captions = datasets.folder_set(cfg.data, cfg.frames, cfg.stride, cfg.seed)
         return encode_clips(vae, pixels), captions
-    pixels, captions = datasets.clip_set(clips, cfg.seed + 2000, cfg.frames, exclude, still=still)
+    pixels, captions = datasets.clip_set(clips, cfg.seed + 2000, cfg.frames, exclude, watermark=cfg.watermark,
+                                         still=still)
     return encode_clips(vae, pixels), captions
 
 
@@ -215,11 +219,12 @@ def motion_lora_stage(cfg: MotionLoRAStage, out: Path, run: Path, resume: bool, 
     if cfg.data:
         latents, captions = training_clips(vae, cfg)
     else:
-        clips, captions = datasets.reference_set(cfg.camera, cfg.references, cfg.seed + 3000, cfg.frames)
+        clips, captions = datasets.reference_set(cfg.camera, cfg.references, cfg.seed + 3000, cfg.frames,
+                                                  watermark=cfg.watermark, zoom=cfg.zoom)
         latents = encode_clips(vae, clips)
     lora, trainer = stages.train_motion_lora(unet, text_encoder, latents, captions, toy_ddim(), cfg, run, cfg.rank,
                                              cfg.camera, resume=resume, progress=progress,
-                                             text_dropout=cfg.text_dropout)
+                                             text_dropout=cfg.text_dropout, weighting=cfg.weighting)
     if trainer.rank != 0:
         return None
     path = lora.save(out / FILES["motion_loras"] / f"{cfg.camera}.safetensors", format="official")
