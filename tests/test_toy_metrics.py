@@ -189,3 +189,22 @@ def test_score_equals_the_accuracy_helpers(clips):
     images = metrics.describe_all([c[0] for c in items])  # frames: no clip figures
     assert set(metrics.score(images, {"shape": targets["shape"]})) == {
         "shape", "leakage", "visible", "displacement"}
+
+
+def test_demo_trail_shows_the_shape_in_every_frame_and_the_measured_path():
+    """The contact sheet's last column (`demo.trail`): the shape at its first and last place, the dots on its path."""
+    from minianimate.toy.demo import trail
+
+    for style, dot in ((None, 255), ("pastel", 0)):
+        clip, _, meta = sw.render_clip(np.random.default_rng(3), direction="right", style=style, watermark=False)
+        found = metrics.measure(clip)
+        first, last = (np.rint(found["centroid"][i]).astype(int) for i in (0, -1))
+        assert last[0] - first[0] >= 8  # it moved right
+        image = trail(clip)
+        background = metrics.background_color(clip[0])
+        for x, y in (first, last):  # the shape's centre in the first and last frame: a dot over the shape
+            assert (image[y, x] == dot).all()
+        middle = np.rint(found["centroid"][len(clip) // 2]).astype(int)
+        off = np.abs(image[middle[1] + 2, middle[0]].astype(int) - background).sum()
+        assert off > 60  # the shape, not the background, below the dots
+        assert np.abs(image[0, 0].astype(int) - background).sum() < 30  # away from the path: the background
