@@ -56,12 +56,17 @@ RUNGS = {  # clips drawn from `only` (None: every combination not held out); eva
 LEVERS = dict(rung=1, steps=2000, batch=4, lr=1e-3, decay="constant", warmup=100, ema=0.0, speed=FAST,
               noise_share=0.0, high_t=0.0, weighting="eps", text_dropout=0.1, freeze16="none", init=None,
               temporal="attention", eval_every=EVAL_EVERY, watermark=False, adapter=0.0,
-              adapter_file=None)
+              adapter_file=None, switch=0.0, backgrounds=0.0, personalized=False)
 # watermark: clips with the video-domain defects; adapter: the shipped domain adapter attached (frozen) during training
 # at this scale, or "mixed" (a scale drawn uniformly from [0, 1] at every step); evaluation is always adapter off.
 # adapter_file: another adapter (a path under OUT), e.g. an attention-only one: `python -m minianimate train adapter
 # --config C --out OUT/attention_adapter` on a copy of the checkpoint folder, C = configs/adapter.yaml with
 # `targets: spatial_attention`.
+# switch: that many clips again (a fraction of the rung's clips) whose colour switches at a random frame, captioned per
+# frame (`switch_clips`), the prompt-travel lever; init "shipped": start from the shipped motion module.
+# backgrounds: that fraction of the clips repainted on a random uniform RGB background (`repaint`): video data whose
+# backgrounds vary, as WebVid's do (ShapeWorld's are all near-black); personalized: each evaluation adds the outlined
+# and pastel rows of `eval` (24 clips each) with the arm's module.
 ARMS = {  # name -> the levers that differ from LEVERS
     "r1-plain": {},
     "r1-slow": {"speed": SLOW},
@@ -102,6 +107,13 @@ ARMS = {  # name -> the levers that differ from LEVERS
     # fresh AdamW state): the shipped recipe (the constant rate was flat from 10,000 to 16,000 steps)
     "r3-slow-x0-decay": {"rung": 3, "speed": SLOW, "weighting": "x0", "init": "r3-slow-x0-weight", "decay": "cosine",
                          "steps": 3000, "eval_every": 1000},
+    # prompt travel (issue 23 item 5): the shipped module fine-tuned with colour-switch clips beside rung 3's
+    "r3-switch": {"rung": 3, "speed": SLOW, "weighting": "x0", "init": "shipped", "lr": 1e-4, "switch": 0.25,
+                  "steps": 1500, "eval_every": 500},
+    # pastel / outlined direction (issue 23 item 4): the shipped module fine-tuned with half the clips on random
+    # backgrounds (the pastel LoRA's light background is far from anything the module saw)
+    "r3-backgrounds": {"rung": 3, "speed": SLOW, "weighting": "x0", "init": "shipped", "lr": 1e-4, "backgrounds": 0.5,
+                       "personalized": True, "steps": 1000, "eval_every": 500},
 }
 BINS = ((0, 200), (200, 400), (400, 600), (600, 800), (800, 1000))
 
@@ -131,6 +143,47 @@ def timesteps(batch: int, generator, high_t: float, T: int = 1000) -> torch.Tens
     return torch.where(torch.rand(batch, generator=generator) < high_t, high, t)
 
 
+def frame_prompts(caption, frames: int = FRAMES) -> list[str]:
+    """A clip's caption per frame: a caption for all, or (before, after, k): `before` until frame k - 1, then `after`."""
+    if isinstance(caption, str):
+        return [caption] * frames
+    before, after, k = caption
+    return [before] * k + [after] * (frames - k)
+
+
+def switch_clips(n: int, seed: int, speed) -> tuple[np.ndarray, list]:
+    """n clean clips of one trained shape and direction whose colour switches at frame k (4-12), the same path drawn
+    twice in two colours and cut at k: uint8 (n, F, 64, 64, 3) and captions (before, after, k), as prompt travel asks."""
+    rng = np.random.default_rng(seed)
+    allowed = [x for x in combos() if x not in set(HELD_OUT)]
+    clips, captions = [], []
+    for _ in range(n):
+        _, shape, direction = allowed[rng.integers(len(allowed))]
+        before, after = (str(c) for c in rng.choice(list(sw.COLORS), 2, replace=False))
+        k, state = int(rng.integers(4, 13)), int(rng.integers(2**31))
+        a, first, _ = sw.render_clip(np.random.default_rng(state), FRAMES, before, shape, direction, watermark=False,
+                                     speed_range=speed)
+        b, second, _ = sw.render_clip(np.random.default_rng(state), FRAMES, after, shape, direction, watermark=False,
+                                      speed_range=speed)
+        clips.append(np.concatenate([a[:k], b[k:]]))
+        captions.append((first, second, k))
+    return np.stack(clips), captions
+
+
+def repaint(clips: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """A `fraction` of clean clips uint8 (n, F, H, W, 3) with their near-black background swapped for a random RGB
+    colour, one per clip: each pixel's coverage a = |pixel - bg| / max over the clip (the shape's own colour is the
+    farthest), then pixel + (1 - a) (new - bg), so edges and motion streaks blend into the new background."""
+    rng = np.random.default_rng(seed)
+    out = clips.astype(np.float32)
+    bg = np.array(sw.BACKGROUND, np.float32)
+    for i in np.flatnonzero(rng.random(len(clips)) < fraction):
+        dist = np.linalg.norm(out[i] - bg, axis=-1, keepdims=True)
+        a = dist / max(float(dist.max()), 1e-6)
+        out[i] = out[i] + (1 - a) * (rng.uniform(0, 255, 3).astype(np.float32) - bg)
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
 def lab_loss(unet, text_encoder, latents, captions, ddim, generator, levers, adapter=None):
     batch = levers["batch"]
     if levers["adapter"] == "mixed":
@@ -141,7 +194,11 @@ def lab_loss(unet, text_encoder, latents, captions, ddim, generator, levers, ada
     prompts = ["" if d else captions[i] for i, d in zip(idx.tolist(), drop.tolist())]
     noise = frame_noise(x0.shape, generator, levers["noise_share"])
     t = timesteps(batch, generator, levers["high_t"])
-    eps = unet(ddim.add_noise(x0, noise, t), t, text_encoder.encode_prompt(prompts))
+    if any(not isinstance(p, str) for p in prompts):  # colour-switch clips: a prompt per frame, (B*F, L, D)
+        context = text_encoder.encode_prompt([q for p in prompts for q in frame_prompts(p, x0.shape[2])])
+    else:
+        context = text_encoder.encode_prompt(prompts)
+    eps = unet(ddim.add_noise(x0, noise, t), t, context)
     per_clip = ((eps - noise) ** 2).mean(dim=(1, 2, 3, 4))
     snr = ddim.alphas_cumprod[t] / (1 - ddim.alphas_cumprod[t])
     if levers["weighting"] == "min-snr":  # Min-SNR-5 for epsilon prediction: min(snr, 5) / snr
@@ -155,11 +212,20 @@ def cached_clips(vae, out: Path, levers: dict):
     rung = RUNGS[levers["rung"]]
     speed = levers["speed"]
     path = out / "cache" / f"rung{levers['rung']}_n{rung['clips']}_speed{speed[0]}-{speed[1]}{'_wm' * levers['watermark']}.pt"
+    if levers["switch"]:
+        path = path.with_name(f"{path.stem}_switch{levers['switch']}.pt")
+    if levers["backgrounds"]:
+        path = path.with_name(f"{path.stem}_bg{levers['backgrounds']}.pt")
     if path.exists():
         data = torch.load(path, weights_only=False)
         return data["latents"], data["captions"]
     clips, captions = clip_set(rung["clips"], SEED + 2000, FRAMES, still=rung["still"], watermark=levers["watermark"],
                                only=rung["only"], speed_range=levers["speed"])
+    if levers["switch"]:
+        more, switched = switch_clips(round(levers["switch"] * rung["clips"]), SEED + 3000, levers["speed"])
+        clips, captions = np.concatenate([clips, more]), captions + switched
+    if levers["backgrounds"]:
+        clips = repaint(clips, levers["backgrounds"], SEED + 4000)
     latents = encode_clips(vae, clips)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"latents": latents, "captions": captions}, path)
@@ -187,6 +253,33 @@ def generate(unet, vae, text_encoder, targets, share, seed=1, batch=8):
     return np.concatenate([pipe.generate(prompts[i:i + batch], frames=FRAMES, steps=25, guidance=7.5,
                                          seed=seed + i, noise_share=share, progress=False)
                            for i in range(0, len(prompts), batch)])
+
+
+def travel_figures(unet, vae, text_encoder, steps: int = 25) -> dict:
+    """Prompt travel as `benchmarks/inference_tricks.py` measures it (12 clips whose colour switches at keyframe 8):
+    the share switched, one object, and both."""
+    from minianimate.toy.inference import travel_clips, travel_scores
+
+    pipe = AnimationPipeline(vae, text_encoder, unet, toy_ddim())
+    rows = [travel_scores(pipe.generate(case["keyframes"], frames=FRAMES, steps=steps, seed=i, progress=False), case)
+            for i, case in enumerate(travel_clips(12))]
+    return {k: round(float(np.mean([r[k] for r in rows])), 4) for k in ("switched", "one_object")} | {
+        "both": round(float(np.mean([r["switched"] and r["one_object"] for r in rows])), 4),
+        "colors": [" ".join((c or "-")[:2] for c in r["colors"]) for r in rows]}
+
+
+def personalized_figures(unet) -> dict:
+    """The outlined and pastel rows of `eval` (24 clips each, 16 frames, DDIM 25, CFG 7.5, adapter 0) with this
+    module in the shipped pipeline."""
+    from minianimate.toy.evaluation import eval_table
+    from minianimate.toy.models import load_pipeline
+
+    pipe = load_pipeline()
+    pipe.unet.load_state_dict(unet.motion_state_dict(), strict=False)
+    rows = ("outlined (never seen in training)", "pastel (never seen in training)")
+    table = eval_table(per_row=24, rows=rows, progress=False, pipe=pipe)
+    keep = ("direction", "color", "shape", "style", "jerk", "visible", "displacement", "n")
+    return {r["row"].split()[0]: {k: round(float(r[k]), 4) for k in keep} for r in table}
 
 
 def group_figures(clips, targets, reference: float) -> dict:
@@ -264,7 +357,9 @@ def run_arm(name: str, levers: dict, out: Path, steps: int | None = None) -> dic
     torch.manual_seed(SEED)
     vae, text_encoder = load_vae(CHECKPOINTS), load_text_encoder(CHECKPOINTS)
     unet = load_motion_unet(CHECKPOINTS, {**TOY_MOTION, "temporal": levers["temporal"]}).requires_grad_(False)
-    if levers["init"]:
+    if levers["init"] == "shipped":
+        unet.load_state_dict(load_motion_unet(CHECKPOINTS).motion_state_dict(), strict=False)
+    elif levers["init"]:
         weights = read_state_dict(init_run(levers["init"], out) / "weights.safetensors")
         unet.load_state_dict({k[5:]: v for k, v in weights.items() if is_motion_key(k)}, strict=False)
     adapter = None
@@ -304,6 +399,10 @@ def run_arm(name: str, levers: dict, out: Path, steps: int | None = None) -> dic
                 clips = generate(unet, vae, text_encoder, targets, levers["noise_share"])
                 row[g] = group_figures(clips, targets, references[g])
                 np.save(out / "clips" / f"{name}_{g}.npy", clips[:8])
+            if levers["switch"]:
+                row["travel"] = travel_figures(unet, vae, text_encoder)
+            if levers["personalized"]:
+                row.update(personalized_figures(unet))
         row["eval_minutes"] = round((time.time() - t0) / 60, 2)
         result["curve"].append(row)
         result_path.write_text(json.dumps(result, indent=1))
@@ -452,7 +551,7 @@ def table(out: Path) -> str:
                         and not (k == "speed" and v is not None and tuple(v) == tuple(LEVERS[k] or ())))
         for row in r["curve"]:
             for g, f in row.items():
-                if isinstance(f, dict):
+                if isinstance(f, dict) and "ok" in f:
                     rows.append(f"| {r['arm']} | {r['levers']['rung']} | {lev or 'plain'} | {row['step']} | {g} | "
                                 f"{f['ok']:.2f} | {f['direction']:.2f} | {f['jerk']:.1f} | {f['visible']:.2f} | "
                                 f"{f['displacement']:.1f} / {f['reference']:.1f} | {f['color']:.2f} |")

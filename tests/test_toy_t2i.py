@@ -63,7 +63,7 @@ def test_partly_controlled_steers_only_a_fraction_of_the_samples():
 
 
 @needs_checkpoints
-@pytest.mark.parametrize("stage,extra", [("outlined", "prior: 0.5\n"),
+@pytest.mark.parametrize("stage,extra", [("outlined", "prior: 0.5\nmax_t: 600\n"),
                                          ("pastel", "rank: 2\ntargets: spatial_attention\ncontrol: 0.5\n")])
 def test_personalized_stages_train_with_prior_images_and_control(tmp_path, stage, extra):
     import shutil
@@ -77,3 +77,13 @@ def test_personalized_stages_train_with_prior_images_and_control(tmp_path, stage
                       "pastel": "lora_pastel.safetensors"}[stage]
     assert exported.stat().st_mtime > (CHECKPOINTS / "unet_base" / "config.json").stat().st_mtime
     assert load_t2i(stage, out).generate(["a red square"], steps=2).shape == (1, 64, 64, 3)
+
+
+def test_max_t_cuts_the_training_timesteps_and_is_checked_first():
+    from minianimate.toy.personalization import OutlinedStage, PastelStage, _ddim
+
+    ddim = _ddim(PastelStage(max_t=600))
+    assert ddim.num_train_timesteps == 600 and len(ddim.alphas_cumprod) == 1000  # noise levels unchanged
+    for bad in (0, 1001):
+        with pytest.raises(ValueError, match="max_t must be in 1..1000"):
+            _ddim(OutlinedStage(max_t=bad))

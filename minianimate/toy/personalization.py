@@ -34,6 +34,7 @@ class OutlinedStage(TrainConfig):
     moving: float = 0.5  # fraction of photos of moving shapes (motion streak, caption with the direction)
     text_dropout: float = 0.1
     prior: float = 0.0  # plain images per styled image (DreamBooth's prior preservation), see `_styled_images`
+    max_t: int = 1000  # train on timesteps [0, max_t) only: below 1000 the base's high-noise steps (layout, motion) stay
 
 
 @dataclass
@@ -74,11 +75,22 @@ def _styled_images(out: Path, cfg: OutlinedStage, style: str):
     return latents, captions, images
 
 
+def _ddim(cfg: OutlinedStage):
+    """The toy schedule, its training timesteps cut to [0, cfg.max_t) (`diffusion_loss` draws t below
+    `num_train_timesteps`; the noise levels are the schedule's own)."""
+    ddim = toy_ddim()
+    if not 0 < cfg.max_t <= ddim.num_train_timesteps:
+        raise ValueError(f"max_t must be in 1..{ddim.num_train_timesteps}, got {cfg.max_t}")
+    ddim.num_train_timesteps = cfg.max_t
+    return ddim
+
+
 def outlined_stage(cfg: OutlinedStage, out: Path, run: Path, resume: bool, progress: bool):
     """DreamBooth-style personalization: the whole UNet fine-tuned on a few `outlined` images."""
+    ddim = _ddim(cfg)  # checks max_t before any work
     latents, captions, _ = _styled_images(out, cfg, "outlined")
     unet, text_encoder = UNet.from_pretrained(out / FILES["base"]), load_text_encoder(out)
-    trainer = stages.fit({"unet": unet}, unet, text_encoder, latents, captions, toy_ddim(), cfg, run, resume=resume,
+    trainer = stages.fit({"unet": unet}, unet, text_encoder, latents, captions, ddim, cfg, run, resume=resume,
                          progress=progress, desc="outlined", text_dropout=cfg.text_dropout)
     (trainer.ema or trainer.modules)["unet"].save_pretrained(out / FILES["outlined"], dtype=SHIP_DTYPE)
     return {"trainer": trainer}
@@ -90,6 +102,7 @@ def pastel_stage(cfg: PastelStage, out: Path, run: Path, resume: bool, progress:
     conv_in/conv_out as kohya "LoCon" LoRAs do). `cfg.control`: the shipped ControlNet steers the UNet for that
     fraction of the training samples, conditioned on each image's silhouette (its segmented shape, white on black),
     so that the LoRA learns to follow it (`PartlyControlled`)."""
+    ddim = _ddim(cfg)  # checks max_t before any work
     latents, captions, images = _styled_images(out, cfg, "pastel")
     unet = UNet.from_pretrained(out / FILES["base"]).requires_grad_(False)
     lora = LoRA.inject(unet, LORA_TARGETS[cfg.targets], rank=cfg.rank, name="pastel")
@@ -98,7 +111,7 @@ def pastel_stage(cfg: PastelStage, out: Path, run: Path, resume: bool, progress:
         model = PartlyControlled(unet, load_controlnet(out), cfg.control, cfg.seed)
         masks = np.repeat(segmentation.segment(images)["filled"][..., None] * np.uint8(255), 3, axis=-1)
         control = {"conditions": as_conditions(np.concatenate([masks, masks[:, :, ::-1]]))}  # + mirror images
-    trainer = stages.fit({"lora": lora}, model, load_text_encoder(out), latents, captions, toy_ddim(), cfg, run,
+    trainer = stages.fit({"lora": lora}, model, load_text_encoder(out), latents, captions, ddim, cfg, run,
                          resume=resume, progress=progress, desc="pastel", text_dropout=cfg.text_dropout,
                          offset_noise=cfg.offset_noise, **control)
     lora.save(out / FILES["pastel"])
