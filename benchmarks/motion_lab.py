@@ -107,11 +107,14 @@ ARMS = {  # name -> the levers that differ from LEVERS
     # fresh AdamW state): the shipped recipe (the constant rate was flat from 10,000 to 16,000 steps)
     "r3-slow-x0-decay": {"rung": 3, "speed": SLOW, "weighting": "x0", "init": "r3-slow-x0-weight", "decay": "cosine",
                          "steps": 3000, "eval_every": 1000},
-    # prompt travel (issue 23 item 5): the shipped module fine-tuned with colour-switch clips beside rung 3's
+    # prompt travel (issue 23 item 5): the 13,000-step module (r3-slow-x0-decay's, shipped when it starts) fine-tuned
+    # with colour-switch clips beside rung 3's; travel clips 58% -> 100% switched and one object, direction kept: the
+    # shipped module since (`--ship r3-switch` after `--ship r3-slow-x0-decay`, as `make checkpoints` runs them)
     "r3-switch": {"rung": 3, "speed": SLOW, "weighting": "x0", "init": "shipped", "lr": 1e-4, "switch": 0.25,
                   "steps": 1500, "eval_every": 500},
     # pastel / outlined direction (issue 23 item 4): the shipped module fine-tuned with half the clips on random
-    # backgrounds (the pastel LoRA's light background is far from anything the module saw)
+    # backgrounds (the pastel LoRA's light background is far from anything the module saw). Stopped after its
+    # 500-step evaluation: loss 0.112 (r3-switch's 0.023), base direction 58% / 75%, jerk 16-19, pastel 4%
     "r3-backgrounds": {"rung": 3, "speed": SLOW, "weighting": "x0", "init": "shipped", "lr": 1e-4, "backgrounds": 0.5,
                        "personalized": True, "steps": 1000, "eval_every": 500},
 }
@@ -483,7 +486,7 @@ def restore_run(name: str, out: Path, kept: Path = KEPT / "runs") -> None:
 def recipe_chain(name: str) -> list[str]:
     """The arms a shipped module is trained by, in order: NAME's `init` chain back to a fresh start."""
     chain = [name]
-    while ARMS[chain[0]].get("init"):
+    while ARMS[chain[0]].get("init") and ARMS[chain[0]]["init"] != "shipped":  # "shipped": see `ship`
         if ARMS[chain[0]]["init"] not in ARMS:
             raise SystemExit(f"error: {chain[0]} starts from {ARMS[chain[0]]['init']}, not an arm: not a shippable recipe")
         chain.insert(0, ARMS[chain[0]]["init"])
@@ -497,7 +500,13 @@ def ship(name: str, out: Path, root: Path = CHECKPOINTS, allow_unevaluated: bool
     from minianimate.motion_io import save_motion_module
 
     chain, run = recipe_chain(name), out / "runs" / name
-    phases, curve, minutes, offset = [], [], 0.0, 0
+    phases, curve, minutes, offset, source = [], [], 0.0, 0, ""
+    if ARMS[chain[0]].get("init") == "shipped":  # a fine-tune of the shipped module: its recipe and curve go first
+        shipped = json.loads((root / FILES["motion_config"]).read_text())
+        if any(phase["arm"] in chain for phase in shipped["recipe"]):
+            raise SystemExit(f"error: the shipped module already has {chain[0]} in its recipe: rebuild it first")
+        phases, curve, minutes, offset = shipped["recipe"], shipped["checks"], shipped["train_minutes"], shipped["steps"]
+        source = shipped["source"].removesuffix(" (make checkpoints)") + "; then "
     for arm in chain:
         levers = {**LEVERS, **ARMS[arm]}
         if levers["temporal"] != "attention" or levers["noise_share"] or levers["rung"] != 3:
@@ -526,18 +535,19 @@ def ship(name: str, out: Path, root: Path = CHECKPOINTS, allow_unevaluated: bool
     commands = "; ".join(f"python benchmarks/motion_lab.py --arms {arm} --out runs/lab" for arm in chain)
     (root / FILES["motion_config"]).write_text(json.dumps(
         {"motion": dict(TOY_MOTION), "frames": FRAMES, "noise_share": 0.0, "held_out": HELD_OUT,
-         "source": f"{commands}; then --ship {name} (make checkpoints)",
+         "source": f"{source}{commands}; then --ship {name} (make checkpoints)",
          "recipe": phases, "steps": offset, "train_minutes": round(minutes, 2),
          "evaluation": "16 frames, DDIM 25, CFG 7.5, adapter off; direction 'still' below "
                        f"{LADDER_STILL_SPEED} px/frame (the ladder's threshold)",
          "checks": curve}, indent=1))
     log_path = root / "training_log.json"
     log = {k: v for k, v in json.loads(log_path.read_text()).items() if not k.startswith("motion ")}
-    log["motion"] = {"stage": f"motion (benchmarks/motion_lab.py, arms {' then '.join(chain)})",
+    arms = [phase["arm"] for phase in phases]
+    log["motion"] = {"stage": f"motion (benchmarks/motion_lab.py, arms {' then '.join(arms)})",
                      "minutes": round(minutes, 2), "final_loss": curve[-1]["loss"], "steps": offset,
                      "clips": RUNGS[3]["clips"], "motion_parameters": sum(p.numel() for p in unet.motion_parameters())}
     log_path.write_text(json.dumps(log, indent=2))
-    print(f"wrote {root / FILES['motion']} and {FILES['motion_config']} from {' then '.join(chain)} at step {offset}")
+    print(f"wrote {root / FILES['motion']} and {FILES['motion_config']} from {' then '.join(arms)} at step {offset}")
 
 
 def table(out: Path) -> str:
