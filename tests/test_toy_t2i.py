@@ -87,3 +87,26 @@ def test_max_t_cuts_the_training_timesteps_and_is_checked_first():
     for bad in (0, 1001):
         with pytest.raises(ValueError, match="max_t must be in 1..1000"):
             _ddim(OutlinedStage(max_t=bad))
+
+
+def test_vae_decoder_phase_trains_the_decoder_alone(tmp_path):
+    """`decoder_only` starts from the folder's VAE and changes only its decoder: the encoder, and so every latent
+    a later stage was trained on, and the scaling factor stay as they were; it refuses a folder with no VAE."""
+    from minianimate.toy import stages
+    from minianimate.toy.models import load_vae
+
+    small = dict(batch=2, warmup=1, checkpoint_every=2, pool=8, crop=16)
+    with pytest.raises(FileNotFoundError, match=r"none does not exist: make it with `python -m minianimate train vae"):
+        stages.run_stage("vae", stages.VAEStage(steps=2, decoder_only=True, **small), out=tmp_path / "none",
+                         run=tmp_path / "r0", progress=False)
+    stages.run_stage("vae", stages.VAEStage(steps=2, **small), out=tmp_path / "ck", run=tmp_path / "r1", progress=False)
+    first = load_vae(tmp_path / "ck")
+    before, scaling = first.state_dict(), first.config.scaling_factor
+    stages.run_stage("vae", stages.VAEStage(steps=2, decoder_only=True, **{**small, "crop": 64}),
+                     out=tmp_path / "ck", run=tmp_path / "r2", progress=False)
+    after = load_vae(tmp_path / "ck")
+    changed = {k for k, v in after.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and all(k.startswith(("decoder.", "post_quant_conv.")) for k in changed)
+    assert after.config.scaling_factor == scaling
+    log = (tmp_path / "ck" / "training_log.json").read_text()
+    assert '"vae"' in log and '"vae decoder"' in log

@@ -42,6 +42,8 @@ class VAEStage(TrainConfig):
     pool: int = 8000  # rendered frames (`render_mix`) to train on
     crop: int = 32  # random square crops (px) per training sample
     kl_weight: float = 1e-6
+    decoder_only: bool = False  # start from the VAE in the checkpoint folder and train its decoder alone (the
+    # encoder, its latents and the scaling factor stay as they are, so every later stage stays valid: SD's ft-MSE VAE)
 
 
 @dataclass
@@ -106,14 +108,17 @@ def report(stage: str, out: Path, started: float, trainer=None, **numbers) -> No
 
 
 def vae_stage(cfg: VAEStage, out: Path, run: Path, resume: bool, progress: bool):
-    vae = make_vae().to(train_device(cfg))
+    vae = (load_vae(out).requires_grad_(False) if cfg.decoder_only else make_vae()).to(train_device(cfg))
+    if cfg.decoder_only:
+        vae.decoder.requires_grad_(True), vae.post_quant_conv.requires_grad_(True)
     data = to_tensor(render_mix(cfg.pool, cfg.seed))  # (pool, 3, 64, 64)
     trainer = Trainer({"vae": vae}, cfg, run)
     if resume and trainer.resume():
         print(f"resumed from step {trainer.step} ({run})")
     trainer.fit(lambda step, g: vae_loss(vae, data, g, cfg.batch, cfg.crop, cfg.kl_weight), desc="vae",
                 progress=progress)
-    scaling = set_scaling_factor(vae.cpu(), data)
+    vae = vae.cpu()
+    scaling = vae.config.scaling_factor if cfg.decoder_only else set_scaling_factor(vae, data)
     folder = out / FILES["vae"]  # a diffusers folder, written atomically (`save_pretrained` would not)
     save_safetensors({k: v.to(SHIP_DTYPE) for k, v in vae.state_dict().items()}, folder / DIFFUSERS_WEIGHTS,
                      {"format": "pt"})
@@ -263,5 +268,6 @@ def run_stage(stage: str, config, out=CHECKPOINTS, resume: bool = False, progres
     torch.manual_seed(cfg.seed)
     numbers = function(cfg, out, run, resume, progress)
     if numbers is not None:
-        name = f"motion-lora {cfg.camera}" if stage == "motion-lora" else stage
+        name = {"motion-lora": f"motion-lora {getattr(cfg, 'camera', '')}",
+                "vae": "vae decoder" if getattr(cfg, "decoder_only", False) else "vae"}.get(stage, stage)
         report(name, out, started, **numbers)

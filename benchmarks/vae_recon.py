@@ -1,0 +1,72 @@
+"""How faithfully the toy VAE gives back real ShapeWorld images: encode, decode (the latent's mean), compare.
+
+    python benchmarks/vae_recon.py [--checkpoints DIR ... --labels NAME ...] [--n 32] [--out JSON]
+
+The shipped json compares the first phase's VAE (configs/vae.yaml; its weights are those of git commit 775fc89,
+`git show 775fc89:data_samples/checkpoints/vae/diffusion_pytorch_model.safetensors` into a folder with the shipped
+config.json) with the shipped one (then its decoder fine-tuned on whole frames, configs/vae_decoder.yaml).
+
+For each checkpoint folder (default: the shipped one), `--n` real renders of each style (plain, outlined, pastel;
+seed 1000 + i) are reconstructed and read with the personalized measurement (`personalized_figures`): PSNR (dB),
+the median background std (uint8 levels; a flat background is 0, the base model's clean-background reference is
+its 90th percentile), the rate of shapes wholly inside the frame and of outlines whose hole is visible. The real
+renders' own figures are the first row. Writes benchmarks/results/vae_recon.json.
+"""
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from minianimate.autoencoder import to_tensor, to_uint8
+from minianimate.toy import evaluation
+from minianimate.toy import shapeworld as sw
+from minianimate.toy.evaluation import HOLE_PX
+from minianimate.toy.models import CHECKPOINTS, load_vae
+
+ROOT = Path(__file__).parent.parent
+RESULTS = ROOT / "benchmarks" / "results" / "vae_recon.json"
+STYLES = {"plain": None, "outlined": "outlined", "pastel": "pastel"}
+
+
+def figures(real: np.ndarray, images: np.ndarray) -> dict:
+    f = evaluation.personalized_figures(images)
+    mse = np.mean((real.astype(np.float64) - images) ** 2)
+    return dict(psnr=round(float(10 * np.log10(255 ** 2 / mse)), 2) if mse else None,  # None: the images themselves
+                background_std=round(float(np.median(f["background_std"])), 2),
+                inside=float(f["inside"].mean()), hole=float((f["hole_px"] >= HOLE_PX).mean()))
+
+
+@torch.no_grad()
+def reconstruct(vae, real: np.ndarray) -> np.ndarray:
+    x = to_tensor(real)  # (N, 3, 64, 64) in [-1, 1]
+    return to_uint8(vae.decode(vae.encode(x).latent_dist.mean).sample)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoints", nargs="+", default=[str(CHECKPOINTS)])
+    parser.add_argument("--labels", nargs="+", help="a name for each folder in the json (default: its path)")
+    parser.add_argument("--n", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default=str(RESULTS))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    real = {name: np.stack([sw.render_image(np.random.default_rng(1000 + i), style=style)[0] for i in range(args.n)])
+            for name, style in STYLES.items()}
+    rows = {"real renders": {name: figures(x, x) for name, x in real.items()}}
+    for folder, label in zip(args.checkpoints, args.labels or args.checkpoints):
+        vae = load_vae(folder)
+        rows[label] = {name: figures(x, reconstruct(vae, x)) for name, x in real.items()}
+    for row, by_style in rows.items():
+        print(row)
+        for name, f in by_style.items():
+            psnr = "     -" if f["psnr"] is None else f"{f['psnr']:6.2f}"
+            print(f"  {name:9s} PSNR {psnr} dB  background std {f['background_std']:5.2f}  "
+                  f"inside {f['inside']:.0%}  hole {f['hole']:.0%}")
+    Path(args.out).write_text(json.dumps({"n": args.n, "rows": rows}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
