@@ -49,8 +49,7 @@ checkpoints: venv
 	$(VPY) -m minianimate train motion-lora --config configs/motion_lora_zoom_in.yaml
 	$(VPY) -m minianimate train motion-lora --config configs/motion_lora_zoom_out.yaml
 	$(VPY) -m minianimate train controlnet --config configs/controlnet.yaml
-	$(VPY) -m minianimate train vae --config configs/vae_decoder.yaml   # the decoder on whole frames: no stage reads
-	# it (latents come from the encoder), so it goes last and the lab's curves above are measured as committed
+	$(VPY) -m minianimate train vae --config configs/vae_decoder.yaml   # last: no stage reads the decoder
 
 bench: venv
 	$(VPY) benchmarks/unet_step.py

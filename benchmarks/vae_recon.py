@@ -22,8 +22,8 @@ import torch
 from minianimate.autoencoder import to_tensor, to_uint8
 from minianimate.toy import evaluation
 from minianimate.toy import shapeworld as sw
-from minianimate.toy.evaluation import HOLE_PX
 from minianimate.toy.models import CHECKPOINTS, load_vae
+from minianimate.toy.vae import psnr
 
 ROOT = Path(__file__).parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "vae_recon.json"
@@ -32,10 +32,9 @@ STYLES = {"plain": None, "outlined": "outlined", "pastel": "pastel"}
 
 def figures(real: np.ndarray, images: np.ndarray) -> dict:
     f = evaluation.personalized_figures(images)
-    mse = np.mean((real.astype(np.float64) - images) ** 2)
-    return dict(psnr=round(float(10 * np.log10(255 ** 2 / mse)), 2) if mse else None,  # None: the images themselves
+    return dict(psnr=None if real is images else round(psnr(real, images), 2),  # None: the renders themselves
                 background_std=round(float(np.median(f["background_std"])), 2),
-                inside=float(f["inside"].mean()), hole=float((f["hole_px"] >= HOLE_PX).mean()))
+                inside=float(f["inside"].mean()), hole=float((f["hole_px"] >= evaluation.HOLE_PX).mean()))
 
 
 @torch.no_grad()

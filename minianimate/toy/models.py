@@ -124,7 +124,8 @@ def check_stage_inputs(stage: str, cfg, root, where, choices: dict) -> None:
     if init and not (Path(root) / init).is_file():
         raise FileNotFoundError(f"{where}: init: {Path(root) / init} not found (a motion-module file, relative "
                                 f"to the checkpoint folder)")
-    for name in NEEDS[stage] + ("vae",) * bool(getattr(cfg, "decoder_only", False)):
+    starts_from = ("vae",) if getattr(cfg, "decoder_only", False) else ()  # the VAE's decoder phase
+    for name in NEEDS[stage] + starts_from:
         shipped(name, root)
 
 

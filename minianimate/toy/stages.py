@@ -110,7 +110,8 @@ def report(stage: str, out: Path, started: float, trainer=None, **numbers) -> No
 def vae_stage(cfg: VAEStage, out: Path, run: Path, resume: bool, progress: bool):
     vae = (load_vae(out).requires_grad_(False) if cfg.decoder_only else make_vae()).to(train_device(cfg))
     if cfg.decoder_only:
-        vae.decoder.requires_grad_(True), vae.post_quant_conv.requires_grad_(True)
+        vae.decoder.requires_grad_(True)
+        vae.post_quant_conv.requires_grad_(True)
     data = to_tensor(render_mix(cfg.pool, cfg.seed))  # (pool, 3, 64, 64)
     trainer = Trainer({"vae": vae}, cfg, run)
     if resume and trainer.resume():
@@ -268,6 +269,6 @@ def run_stage(stage: str, config, out=CHECKPOINTS, resume: bool = False, progres
     torch.manual_seed(cfg.seed)
     numbers = function(cfg, out, run, resume, progress)
     if numbers is not None:
-        name = {"motion-lora": f"motion-lora {getattr(cfg, 'camera', '')}",
-                "vae": "vae decoder" if getattr(cfg, "decoder_only", False) else "vae"}.get(stage, stage)
+        name = (f"motion-lora {cfg.camera}" if stage == "motion-lora" else
+                "vae decoder" if getattr(cfg, "decoder_only", False) else stage)
         report(name, out, started, **numbers)
