@@ -51,6 +51,22 @@ def test_image_is_clean_and_captioned():
     assert sw.SIZE_RANGE[0] <= meta["size"] <= sw.SIZE_RANGE[1]
 
 
+def test_margin_keeps_every_shape_that_far_from_the_edge():
+    """`margin` px: no ink within it (0: a shape may lie flush against the frame, as ~4% of renders do);
+    the same seed draws the same shapes, only placed inward; a margin the frame cannot hold is refused."""
+    def ink(image):  # pixels off the plain background
+        return np.abs(image.astype(int) - np.array(sw.BACKGROUND)).max(-1) > 8
+
+    flush = [ink(sw.render_image(rng(s))[0]) for s in range(200)]
+    assert any(m[0].any() or m[-1].any() or m[:, 0].any() or m[:, -1].any() for m in flush)
+    for s in range(200):
+        m = ink(sw.render_image(rng(s), margin=4)[0])
+        assert not (m[:3].any() or m[-3:].any() or m[:, :3].any() or m[:, -3:].any())
+        assert sw.render_image(rng(s), margin=4)[1] == sw.render_image(rng(s))[1]
+    with pytest.raises(ValueError, match="margin must be in"):
+        sw.render_image(rng(), margin=30)
+
+
 def test_clip_moves_at_the_world_speed_in_its_direction():
     for direction, (dx, dy) in {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}.items():
         clip, text, meta = sw.render_clip(rng(), direction=direction)

@@ -64,6 +64,7 @@ def test_partly_controlled_steers_only_a_fraction_of_the_samples():
 
 @needs_checkpoints
 @pytest.mark.parametrize("stage,extra", [("outlined", "prior: 0.5\nmax_t: 600\n"),
+                                         ("outlined", "control: 0.5\nmargin: 4\nema: 0.9\n"),
                                          ("pastel", "rank: 2\ntargets: spatial_attention\ncontrol: 0.5\n")])
 def test_personalized_stages_train_with_prior_images_and_control(tmp_path, stage, extra):
     import shutil
@@ -77,6 +78,30 @@ def test_personalized_stages_train_with_prior_images_and_control(tmp_path, stage
                       "pastel": "lora_pastel.safetensors"}[stage]
     assert exported.stat().st_mtime > (CHECKPOINTS / "unet_base" / "config.json").stat().st_mtime
     assert load_t2i(stage, out).generate(["a red square"], steps=2).shape == (1, 64, 64, 3)
+
+
+@needs_checkpoints
+def test_a_pastel_lora_trained_with_ema_ships_its_ema_weights(tmp_path):
+    """With `ema`, the exported LoRA holds the EMA's weights (the run folder's ema.safetensors), not the last
+    step's, as the outlined UNet does."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from minianimate.lora import LoRA
+
+    out, run = tmp_path / "ckpt", tmp_path / "run"
+    shutil.copytree(CHECKPOINTS, out)
+    config = tmp_path / "cfg.yaml"
+    config.write_text("steps: 3\nbatch: 2\ncheckpoint_every: 3\nimages: 4\nrank: 2\ntargets: spatial_attention\n"
+                      "ema: 0.5\nlr: 0.01\nwarmup: 0\n")
+    assert main(["train", "pastel", "--config", str(config), "--out", str(out), "--run", str(run)]) == 0
+    lora = LoRA.load(load_t2i("base", out).unet, out / "lora_pastel.safetensors")
+    shipped = {k: v.float() for k, v in lora.state_dict().items()}
+    ema, last = load_file(run / "ema.safetensors"), load_file(run / "weights.safetensors")
+    ups = [k for k in shipped if k.endswith("up.weight")]
+    assert ups and all(torch.allclose(shipped[k], ema[f"lora.{k}"].float(), atol=1e-3) for k in ups)
+    assert not all(torch.allclose(shipped[k], last[f"lora.{k}"].float(), atol=1e-3) for k in ups)
 
 
 def test_max_t_cuts_the_training_timesteps_and_is_checked_first():

@@ -125,6 +125,7 @@ def check_stage_inputs(stage: str, cfg, root, where, choices: dict) -> None:
         raise FileNotFoundError(f"{where}: init: {Path(root) / init} not found (a motion-module file, relative "
                                 f"to the checkpoint folder)")
     starts_from = ("vae",) if getattr(cfg, "decoder_only", False) else ()  # the VAE's decoder phase
+    starts_from += ("controlnet",) if getattr(cfg, "control", 0) else ()  # personalized, trained partly controlled
     for name in NEEDS[stage] + starts_from:
         shipped(name, root)
 

@@ -35,6 +35,9 @@ class OutlinedStage(TrainConfig):
     text_dropout: float = 0.1
     prior: float = 0.0  # plain images per styled image (DreamBooth's prior preservation), see `_styled_images`
     max_t: int = 1000  # train on timesteps [0, max_t) only: below 1000 the base's high-noise steps (layout, motion) stay
+    margin: float = 0.0  # the styled images keep their shape this far (px) from the frame's edge: picked with the
+    # whole subject in frame, as one picks photos for DreamBooth (0: placed as anywhere in ShapeWorld)
+    control: float = 0.0  # fraction of samples trained with the shipped ControlNet attached (`PartlyControlled`)
 
 
 @dataclass
@@ -42,7 +45,6 @@ class PastelStage(OutlinedStage):
     rank: int = 8
     offset_noise: float = 0.0
     targets: str = "spatial_all+conv"  # where the LoRA goes: a key of LORA_TARGETS
-    control: float = 0.0  # fraction of samples trained with the shipped ControlNet attached (`PartlyControlled`)
 
 
 class PartlyControlled(ControlledUNet):
@@ -67,7 +69,8 @@ def _styled_images(out: Path, cfg: OutlinedStage, style: str):
     DreamBooth's prior-preservation images (here under the same captions: a plain image pulls its prompt back
     toward the base); returns latents (2 * all images, 4, 16, 16) and captions (mirror images included) and the
     images (all images, 64, 64, 3)."""
-    images, captions = datasets.image_set(cfg.images, cfg.seed + 1000, style=style, moving=cfg.moving)
+    images, captions = datasets.image_set(cfg.images, cfg.seed + 1000, style=style, moving=cfg.moving,
+                                          margin=cfg.margin)
     if round(cfg.prior * cfg.images):
         plain, plain_captions = datasets.image_set(round(cfg.prior * cfg.images), cfg.seed + 1500)
         images, captions = np.concatenate([images, plain]), captions + plain_captions
@@ -85,13 +88,26 @@ def _ddim(cfg: OutlinedStage):
     return ddim
 
 
+def _partly_controlled(unet, out: Path, cfg: OutlinedStage, images: np.ndarray):
+    """The model a personalized stage trains through: `unet` itself, or with `cfg.control` the shipped ControlNet
+    attached for that fraction of the samples (`PartlyControlled`), conditioned on each image's silhouette (its
+    segmented shape, white on black; mirror images too). Returns (model, `fit`'s extra loss options)."""
+    if not cfg.control:
+        return unet, {}
+    masks = np.repeat(segmentation.segment(images)["filled"][..., None] * np.uint8(255), 3, axis=-1)
+    conditions = as_conditions(np.concatenate([masks, masks[:, :, ::-1]]))  # + mirror images
+    return PartlyControlled(unet, load_controlnet(out), cfg.control, cfg.seed), {"conditions": conditions}
+
+
 def outlined_stage(cfg: OutlinedStage, out: Path, run: Path, resume: bool, progress: bool):
-    """DreamBooth-style personalization: the whole UNet fine-tuned on a few `outlined` images."""
+    """DreamBooth-style personalization: the whole UNet fine-tuned on a few `outlined` images (with `cfg.control`,
+    partly through the shipped ControlNet: `_partly_controlled`)."""
     ddim = _ddim(cfg)  # checks max_t before any work
-    latents, captions, _ = _styled_images(out, cfg, "outlined")
+    latents, captions, images = _styled_images(out, cfg, "outlined")
     unet, text_encoder = UNet.from_pretrained(out / FILES["base"]), load_text_encoder(out)
-    trainer = stages.fit({"unet": unet}, unet, text_encoder, latents, captions, ddim, cfg, run, resume=resume,
-                         progress=progress, desc="outlined", text_dropout=cfg.text_dropout)
+    model, control = _partly_controlled(unet, out, cfg, images)
+    trainer = stages.fit({"unet": unet}, model, text_encoder, latents, captions, ddim, cfg, run, resume=resume,
+                         progress=progress, desc="outlined", text_dropout=cfg.text_dropout, **control)
     (trainer.ema or trainer.modules)["unet"].save_pretrained(out / FILES["outlined"], dtype=SHIP_DTYPE)
     return {"trainer": trainer}
 
@@ -100,19 +116,18 @@ def pastel_stage(cfg: PastelStage, out: Path, run: Path, resume: bool, progress:
     """LoRA personalization from a few `pastel` images on the frozen base UNet, at `cfg.targets`
     (LORA_TARGETS: attention only, the spatial transformers, or those plus the resnet convolutions and
     conv_in/conv_out as kohya "LoCon" LoRAs do). `cfg.control`: the shipped ControlNet steers the UNet for that
-    fraction of the training samples, conditioned on each image's silhouette (its segmented shape, white on black),
-    so that the LoRA learns to follow it (`PartlyControlled`)."""
+    fraction of the training samples, so that the LoRA learns to follow it (`_partly_controlled`)."""
     ddim = _ddim(cfg)  # checks max_t before any work
     latents, captions, images = _styled_images(out, cfg, "pastel")
     unet = UNet.from_pretrained(out / FILES["base"]).requires_grad_(False)
     lora = LoRA.inject(unet, LORA_TARGETS[cfg.targets], rank=cfg.rank, name="pastel")
-    model, control = unet, {}
-    if cfg.control:
-        model = PartlyControlled(unet, load_controlnet(out), cfg.control, cfg.seed)
-        masks = np.repeat(segmentation.segment(images)["filled"][..., None] * np.uint8(255), 3, axis=-1)
-        control = {"conditions": as_conditions(np.concatenate([masks, masks[:, :, ::-1]]))}  # + mirror images
+    model, control = _partly_controlled(unet, out, cfg, images)
     trainer = stages.fit({"lora": lora}, model, load_text_encoder(out), latents, captions, ddim, cfg, run,
                          resume=resume, progress=progress, desc="pastel", text_dropout=cfg.text_dropout,
                          offset_noise=cfg.offset_noise, **control)
+    if trainer.ema:  # a LoRA trained with `ema` ships its EMA weights, as the outlined UNet does
+        with torch.no_grad():
+            for p, e in zip(lora.parameters(), trainer.ema["lora"].parameters()):
+                p.copy_(e)
     lora.save(out / FILES["pastel"])
     return {"trainer": trainer, "lora_parameters": lora.num_parameters()}

@@ -144,17 +144,20 @@ def _choose(rng: np.random.Generator, color, shape, style):
     return color, shape, size, outline
 
 
-def render_image(rng: np.random.Generator, color=None, shape=None, style=None, direction=None):
+def render_image(rng: np.random.Generator, color=None, shape=None, style=None, direction=None, margin: float = 0.0):
     """A clean T2I-domain image: (uint8 (H, W, 3), caption `a {color} {shape}`, meta dict).
 
-    Unspecified colour/shape are drawn from `rng`; the shape lies fully inside the frame.
+    Unspecified colour/shape are drawn from `rng`; the shape lies fully inside the frame, at least `margin` px
+    from its edge (0: it may lie flush against it).
     direction: None (a still shape) or one of DIRECTIONS: a photo of a moving shape, its motion streak
     (trail) behind it, caption `a {color} {shape} moving {direction}`.
     """
     if direction not in (None, *DIRECTIONS):
         raise ValueError(f"unknown direction {direction!r}; expected None or one of {DIRECTIONS}")
     color, shape, size, outline = _choose(rng, color, shape, style)
-    centre = rng.uniform(size / 2, IMAGE_SIZE - size / 2, size=2)
+    if not 0 <= margin < (IMAGE_SIZE - SIZE_RANGE[1]) / 2:
+        raise ValueError(f"margin must be in [0, {(IMAGE_SIZE - SIZE_RANGE[1]) / 2:g}) px, got {margin}")
+    centre = rng.uniform(size / 2 + margin, IMAGE_SIZE - size / 2 - margin, size=2)
     image = _draw(color, shape, style, size, outline, centre[None], trail=direction)[0]
     meta = dict(color=color, shape=shape, style=style, size=size, direction=direction,
                 centre=tuple(float(v) for v in centre))
