@@ -39,7 +39,6 @@ checkpoints: venv
 	$(VPY) -m minianimate train vae --config configs/vae.yaml
 	$(VPY) -m minianimate train base --config configs/base.yaml
 	$(VPY) -m minianimate train outlined --config configs/outlined.yaml
-	$(VPY) -m minianimate train pastel --config configs/pastel.yaml
 	$(VPY) -m minianimate train adapter --config configs/adapter.yaml
 	$(VPY) benchmarks/motion_lab.py --arms r3-slow-x0-weight --out runs/lab   # stage 2 (configs/motion.yaml's recipe),
 	$(VPY) benchmarks/motion_lab.py --arms r3-slow-x0-decay --out runs/lab    # then configs/motion_decay.yaml's
@@ -49,6 +48,7 @@ checkpoints: venv
 	$(VPY) -m minianimate train motion-lora --config configs/motion_lora_zoom_in.yaml
 	$(VPY) -m minianimate train motion-lora --config configs/motion_lora_zoom_out.yaml
 	$(VPY) -m minianimate train controlnet --config configs/controlnet.yaml
+	$(VPY) -m minianimate train pastel --config configs/pastel.yaml   # after the ControlNet: trained partly under it
 	$(VPY) -m minianimate train vae --config configs/vae_decoder.yaml   # last: no stage reads the decoder
 
 bench: venv
