@@ -61,9 +61,8 @@ def run_arm(name: str, spec: dict, work: Path, device: str, cn: bool, motion: bo
     started = time.time()
     run_stage(stage, cfg, out=folder, run=folder / "run", progress=False, device=str(dev))
     result = {"arm": name, "stage": stage, "config": asdict(cfg), "train_minutes": round((time.time() - started) / 60, 2)}
-    ev.load_t2i = lambda model, root=models.CHECKPOINTS: models.load_t2i(model, root).to(dev)
     for label, seed in (("seeds 0-3", 0), ("seeds 4-7", 4)):
-        rows = ev.personalized_table(root=folder, models=(stage,), seed=seed, progress=False,
+        rows = ev.personalized_table(root=folder, models=(stage,), seed=seed, progress=False, device=dev,
                                      **(dict(seeds=1, steps=3) if quick else {}))
         result[label] = [{k: v for k, v in r.items() if k != "images"} for r in rows]
         result[label + " met"] = sum(rows[-1]["met"].values())

@@ -236,14 +236,15 @@ def aims_met(rates: dict) -> dict:
 
 
 def personalized_table(root=None, models=PERSONALIZED, seeds: int = 4, steps: int = 25, guidance: float = 7.5,
-                       seed: int = 0, progress: bool = True) -> list[dict]:
+                       seed: int = 0, progress: bool = True, device=None) -> list[dict]:
     """One row per personalized model ('base' first: its background is the reference): `personalized_rates`,
     'met' (`aims_met`), 'model', 'claims' (its style), 'n', 'reference' (the clean-background std) and the
-    'images'. Each model samples the same prompts and seeds (`sample_prompts`)."""
+    'images'. Each model samples the same prompts and seeds (`sample_prompts`), on `device` (None: the CPU)."""
     root_kwargs = {} if root is None else {"root": root}
     table, reference = [], None
     for model in tqdm(["base", *(m for m in models if m != "base")], desc="personalized", disable=not progress):
-        images, targets = sample_prompts(load_t2i(model, **root_kwargs), seeds, steps, guidance, seed)
+        pipe = load_t2i(model, **root_kwargs)
+        images, targets = sample_prompts(pipe.to(device) if device else pipe, seeds, steps, guidance, seed)
         figures = personalized_figures(images)
         if reference is None:
             reference = float(np.percentile(figures["background_std"], CLEAN_PERCENTILE, method="higher"))
