@@ -1,11 +1,12 @@
 """The toy world's personalized T2I models: `outlined` (DreamBooth-style: the whole base UNet fine-tuned) and `pastel`
-(a LoRA on the frozen base), each from 40 images of its style with plain captions (`a red square`).
+(a LoRA on the frozen base), each from a few images of its style (160 shipped) with plain captions (`a red square`).
 
     python -m minianimate train outlined|pastel --config configs/outlined.yaml|pastel.yaml
 
-Levers (issue 24, `python -m minianimate eval --personalized` measures them): DreamBooth's prior-preservation
-images (`prior`), the LoRA's targets and rank, and training the LoRA partly under the shipped ControlNet
-(`control`, `PartlyControlled`) so that it follows one.
+Levers (issue 24, `python -m minianimate eval --personalized` measures them, `benchmarks/personalized_sweep.py`
+runs them side by side): styled images with the whole shape in frame (`margin`), DreamBooth's prior-preservation
+images (`prior`), the LoRA's targets and rank, and training partly under the shipped ControlNet (`control`,
+`PartlyControlled`) so that the model follows one.
 """
 from dataclasses import dataclass
 from pathlib import Path
