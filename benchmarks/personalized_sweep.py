@@ -24,7 +24,6 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "data_samples" / "checkpoints"
-ROW = {"outlined": "outlined (never seen in training)", "pastel": "pastel (never seen in training)"}
 
 
 def arm_config(spec: dict):
@@ -73,7 +72,7 @@ def run_arm(name: str, spec: dict, work: Path, device: str, cn: bool, motion: bo
         result["controlnet"] = follow_paths(video_pipe, image_pipe, control_clips(1 if quick else 12),
                                             steps=3 if quick else 25)["summary"]
     if motion:
-        row = ev.eval_table(root=folder, per_row=2 if quick else 24, steps=3 if quick else 25, rows=(ROW[stage],),
+        row = ev.eval_table(root=folder, per_row=2 if quick else 24, steps=3 if quick else 25, rows=(f"{stage} (never seen in training)",),
                             progress=False,
                             pipe=models.load_pipeline(root=folder, device=dev))[0]
         result["motion"] = {k: v for k, v in row.items() if isinstance(v, (int, float, str))}
@@ -107,15 +106,15 @@ def main() -> None:
         raise SystemExit(f"{args.arms_file} has no arm {', '.join(unknown)}; it has {', '.join(arms)}")
     for name in names:
         arm_config(arms[name])  # a bad key fails here, before any arm starts
-    started, queue, running, results = time.time(), list(names), {}, []
+    started, queue, running, logs, results = time.time(), list(names), {}, {}, []
     while queue or running:
         while queue and len(running) < args.workers and time.time() - started < args.budget:
             name = queue.pop(0)
             command = [sys.executable, __file__, args.arms_file, "--one", name, "--device", args.device,
                        "--work", str(work)] + ["--cn"] * args.cn + ["--motion"] * args.motion + ["--quick"] * args.quick
             (work / name).mkdir(parents=True, exist_ok=True)
-            log = open(work / name / "log.txt", "w")
-            running[name] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+            logs[name] = open(work / name / "log.txt", "w")
+            running[name] = subprocess.Popen(command, stdout=logs[name], stderr=subprocess.STDOUT,
                                              env={**os.environ, "OMP_NUM_THREADS": "1"})
         if time.time() - started >= args.budget:
             queue.clear()
@@ -126,6 +125,7 @@ def main() -> None:
             if process.poll() is None:
                 continue
             del running[name]
+            logs.pop(name).close()
             path = work / name / "result.json"
             result = json.loads(path.read_text()) if path.exists() else {"arm": name, "failed": process.returncode}
             results.append(result)

@@ -241,6 +241,14 @@ class Trainer:
         return self.losses
 
     @torch.no_grad()
+    def use_ema(self) -> None:
+        """Copy the EMA's weights into the trained modules (nothing without `cfg.ema`): what a stage exports once
+        training is done, whatever object it saves (a LoRA's hooks stay on the live modules, not on the EMA copy)."""
+        for name, module in (self.ema or {}).items():
+            for p, e in zip(self.modules[name].parameters(), module.parameters()):
+                p.copy_(e)
+
+    @torch.no_grad()
     def _update_ema(self) -> None:
         decay = min(self.cfg.ema, (1 + self.step) / (10 + self.step))  # warm-up of the EMA
         for name, module in self.modules.items():

@@ -67,3 +67,19 @@ def test_nothing_to_train_is_a_clear_error(tmp_path):
     frozen = UNet(TINY).requires_grad_(False)
     with pytest.raises(ValueError, match="nothing to train"):
         Trainer({"unet": frozen}, TrainConfig(), tmp_path)
+
+
+def test_use_ema_puts_the_ema_weights_into_the_trained_modules(tmp_path):
+    """After `use_ema` the live modules hold the EMA's weights (what a stage then exports); without `ema` it
+    changes nothing."""
+    trainer, loss = make_run(tmp_path / "ema", 4, ema=0.9)
+    trainer.fit(loss, progress=False)
+    live, ema = trainer.modules["unet"], trainer.ema["unet"]
+    assert not all(torch.equal(p, e) for p, e in zip(live.parameters(), ema.parameters()))
+    trainer.use_ema()
+    assert all(torch.equal(p, e) for p, e in zip(live.parameters(), ema.parameters()))
+    plain, loss = make_run(tmp_path / "plain", 2)
+    plain.fit(loss, progress=False)
+    before = [p.clone() for p in plain.modules["unet"].parameters()]
+    plain.use_ema()
+    assert all(torch.equal(a, b) for a, b in zip(before, plain.modules["unet"].parameters()))

@@ -126,9 +126,6 @@ def pastel_stage(cfg: PastelStage, out: Path, run: Path, resume: bool, progress:
     trainer = stages.fit({"lora": lora}, model, load_text_encoder(out), latents, captions, ddim, cfg, run,
                          resume=resume, progress=progress, desc="pastel", text_dropout=cfg.text_dropout,
                          offset_noise=cfg.offset_noise, **control)
-    if trainer.ema:  # a LoRA trained with `ema` ships its EMA weights, as the outlined UNet does
-        with torch.no_grad():
-            for p, e in zip(lora.parameters(), trainer.ema["lora"].parameters()):
-                p.copy_(e)
+    trainer.use_ema()  # a LoRA trained with `ema` ships its EMA weights, as the outlined UNet does
     lora.save(out / FILES["pastel"])
     return {"trainer": trainer, "lora_parameters": lora.num_parameters()}

@@ -165,6 +165,7 @@ def adapter_stage(cfg: AdapterStage, out: Path, run: Path, resume: bool, progres
     lora, trainer = stages.train_domain_adapter(unet, text_encoder, frames, frame_captions, toy_ddim(), cfg, run,
                                                 ADAPTER_TARGETS[cfg.targets], cfg.rank, resume=resume,
                                                 progress=progress, text_dropout=cfg.text_dropout)
+    trainer.use_ema()  # with `ema`, its weights are exported
     if trainer.rank == 0:
         lora.save(out / FILES["adapter"], format="official" if cfg.targets == "spatial_attention" else "minianimate")
     return {"trainer": trainer, "lora_parameters": lora.num_parameters(), "clips": len(clips)}
@@ -206,6 +207,7 @@ def motion_stage(cfg: MotionStage, out: Path, run: Path, resume: bool, progress:
                                          cfg.gradient_checkpointing, resume=resume, progress=progress,
                                          on_checkpoint=check if cfg.check else None, text_dropout=cfg.text_dropout,
                                          noise_share=cfg.noise_share, weighting=cfg.weighting)
+    trainer.use_ema()
     if trainer.rank == 0:
         save_motion_module(unet, out / FILES["motion"], "official")
         (out / FILES["motion_config"]).write_text(json.dumps(
@@ -231,6 +233,7 @@ def motion_lora_stage(cfg: MotionLoRAStage, out: Path, run: Path, resume: bool, 
     lora, trainer = stages.train_motion_lora(unet, text_encoder, latents, captions, toy_ddim(), cfg, run, cfg.rank,
                                              cfg.camera, resume=resume, progress=progress,
                                              text_dropout=cfg.text_dropout, weighting=cfg.weighting)
+    trainer.use_ema()
     if trainer.rank != 0:
         return None
     path = lora.save(out / FILES["motion_loras"] / f"{cfg.camera}.safetensors", format="official")
