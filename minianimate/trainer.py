@@ -128,10 +128,8 @@ def lr_factor(cfg: TrainConfig, step: int) -> float:
 
 
 class Trainer:
-    """Trains `modules` (name -> nn.Module; only parameters with requires_grad are optimised).
-
-    Writes `out/weights.safetensors` (+ `out/ema.safetensors`), `out/trainer_state.pt` and `out/config.json`.
-    """
+    """Trains `modules` (name -> nn.Module; only parameters with requires_grad are optimised). Writes
+    `out/weights.safetensors` (+ `out/ema.safetensors`), `out/trainer_state.pt` and `out/config.json`."""
 
     def __init__(self, modules: dict[str, nn.Module], cfg: TrainConfig, out, params=None):
         self.modules, self.cfg, self.out = modules, cfg, Path(out)
@@ -150,8 +148,7 @@ class Trainer:
     # --- state --------------------------------------------------------------------------------------
     def trained_state(self, modules=None) -> dict:
         """name.key -> tensor of every module's trainable tensors (all tensors of modules that train)."""
-        modules = modules or self.modules
-        return {f"{n}.{k}": v for n, m in modules.items() for k, v in m.state_dict().items()}
+        return {f"{n}.{k}": v for n, m in (modules or self.modules).items() for k, v in m.state_dict().items()}
 
     def save(self) -> None:
         """Write the checkpoint (rank 0 only; other DDP processes wait for it)."""
@@ -172,8 +169,7 @@ class Trainer:
 
     def resume(self) -> bool:
         """Load the checkpoint in `out` if there is one; True if it did (not if saved with another config)."""
-        state_path = self.out / "trainer_state.pt"
-        if not state_path.exists():
+        if not (state_path := self.out / "trainer_state.pt").exists():
             return False
         check_resume(self.out, self.cfg)
         fix = f"delete {self.out} or start without --resume"
@@ -212,12 +208,10 @@ class Trainer:
             self.step = step
             with autocast(self.device, self.dtype):
                 loss = objective(step, step_generator(cfg.seed, step)).float()
+            shared = loss.detach().clone()
             if self.world > 1:  # every replica must see a bad loss, or the others would wait forever
-                shared = loss.detach().clone()
                 dist.all_reduce(shared)
                 shared /= self.world
-            else:
-                shared = loss.detach()
             if not torch.isfinite(shared):
                 raise NonFiniteLoss(f"loss is {shared.item()} at step {step}; stopped without saving (the last "
                                     f"good checkpoint in {self.out} is kept). Try a lower lr or check the data.")
@@ -242,11 +236,9 @@ class Trainer:
 
     @torch.no_grad()
     def use_ema(self) -> None:
-        """Copy the EMA's weights into the trained modules (nothing without `cfg.ema`): what a stage exports once
-        training is done, whatever object it saves (a LoRA's hooks stay on the live modules, not on the EMA copy)."""
+        """The EMA's weights into the live modules (none without `cfg.ema`), which a stage then exports."""
         for name, module in (self.ema or {}).items():
-            for p, e in zip(self.modules[name].parameters(), module.parameters()):
-                p.copy_(e)
+            self.modules[name].load_state_dict(module.state_dict())
 
     @torch.no_grad()
     def _update_ema(self) -> None:
