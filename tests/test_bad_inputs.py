@@ -290,6 +290,18 @@ def test_resume_refuses_a_run_beyond_the_configs_steps(tmp_path):
         stages.run_stage("vae", short, out=tmp_path / "ck", resume=True, progress=False)
 
 
+def test_train_steps_trains_a_run_short_and_resumes_it_further(tmp_path, capsys):
+    cfg = config(tmp_path, "tiny.yaml", TINY_VAE)  # steps: 4
+    stages.run_stage("vae", cfg, out=tmp_path / "full", run=tmp_path / "run_full", progress=False)
+    args = ["train", "vae", "--config", str(cfg), "--out", str(tmp_path / "ck"), "--run", str(tmp_path / "run")]
+    assert cli.main(args + ["--steps", "2"]) == 0
+    assert read_state_dict(tmp_path / "run" / "trainer_state.pt", raw=True)["step"] == 2
+    assert cli.main(args + ["--resume"]) == 0  # to the config's 4
+    vae = "vae/diffusion_pytorch_model.safetensors"
+    assert (tmp_path / "ck" / vae).read_bytes() == (tmp_path / "full" / vae).read_bytes()
+    assert "steps" in fails(args + ["--steps", "0"], capsys)
+
+
 # --- make-data, the real commands, exit codes --------------------------------------------------------------
 def test_make_data_refuses_a_used_folder_unless_overwrite_and_leaves_no_stale_clip(tmp_path, capsys):
     datasets.write_dataset(tmp_path / "d", videos=3, images=1, seed=0, frames=2)

@@ -53,7 +53,7 @@ def _train(args):
                          f"{CHECKPOINTS} to mean it")
     pick_device(args.device)
     run_stage(args.stage, args.config, out=out_folder(args.out) if args.out else CHECKPOINTS, resume=args.resume,
-              run=args.run, device=args.device, dtype=args.dtype)
+              run=args.run, device=args.device, dtype=args.dtype, steps=args.steps)
 
 
 def _sample_images(args):
@@ -198,7 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", default=None, metavar="DIR", help="training checkpoints (default: runs/<stage>-<config "
                    "file's stem>)")
     p.add_argument("--resume", action="store_true", help="continue the run folder's checkpoint (refused if it was "
-                   "saved with another config)")
+                   "saved with another config but in steps)")
+    p.add_argument("--steps", type=int, default=None, help="train to this step instead of the config's (with "
+                   "--resume: continue a run further)")
 
     p = command("sample-images", _sample_images, "images from the shipped toy text-to-image models")
     precision(p)

@@ -249,17 +249,19 @@ STAGES = {"vae": (vae_stage, VAEStage), "base": (base_stage, BaseStage), "outlin
 
 
 def run_stage(stage: str, config, out=CHECKPOINTS, resume: bool = False, progress: bool = True, run=None,
-              device=None, dtype=None) -> None:
+              device=None, dtype=None, steps=None) -> None:
     """Train one stage. config: a yaml path or the stage's config dataclass. `out` holds the checkpoints the
     stage starts from and receives what it trains; `run` its training checkpoints, by default
     runs/<stage>-<config file's stem> (a dataclass: runs/<stage>-<hash of its fields but steps>). Inputs are
-    checked before any model loads; `resume` refuses a run folder saved with another config."""
+    checked before any model loads; `resume` refuses a run folder saved with another config (but `steps`, which
+    replaces the config's: a run resumed to more steps)."""
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
     function, kind = STAGES[stage]
     where = "config" if isinstance(config, TrainConfig) else config
-    cfg = check_config(config if isinstance(config, TrainConfig) else load_config(config, kind), where)
-    cfg = replace(cfg, **{k: v for k, v in dict(device=device, dtype=dtype).items() if v})  # --device, --dtype
+    cfg = config if isinstance(config, TrainConfig) else load_config(config, kind)
+    overrides = dict(device=device, dtype=dtype, steps=steps)  # --device, --dtype, --steps
+    cfg = check_config(replace(cfg, **{k: v for k, v in overrides.items() if v is not None}), where)
     out, run = Path(out), Path(run or default_run(stage, config, cfg))
     check_stage_inputs(stage, cfg, out, where, {"targets": ADAPTER_TARGETS})
     if resume:
