@@ -48,7 +48,9 @@ checkpoints: venv
 	$(VPY) -m minianimate train motion-lora --config configs/motion_lora_zoom_in.yaml
 	$(VPY) -m minianimate train motion-lora --config configs/motion_lora_zoom_out.yaml
 	$(VPY) -m minianimate train controlnet --config configs/controlnet.yaml
-	$(VPY) -m minianimate train pastel --config configs/pastel.yaml   # after the ControlNet: trained partly under it
+	$(VPY) -m minianimate train pastel --config configs/pastel.yaml --steps 3600   # after the ControlNet: trained partly under it
+	$(VPY) -m minianimate train pastel --config configs/pastel.yaml --steps 5400 --resume   # resumed twice, as shipped
+	$(VPY) -m minianimate train pastel --config configs/pastel.yaml --resume
 	$(VPY) -m minianimate train vae --config configs/vae_decoder.yaml   # last: no stage reads the decoder
 
 bench: venv
