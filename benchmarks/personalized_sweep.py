@@ -46,6 +46,7 @@ def run_arm(name: str, spec: dict, work: Path, device: str, cn: bool, motion: bo
     from minianimate.toy import evaluation as ev
     from minianimate.toy import models
     from minianimate.toy.control import control_clips, follow_paths
+    from minianimate.toy.demo import ROW_OF
     from minianimate.toy.stages import run_stage
 
     stage, cfg = arm_config(spec)
@@ -72,7 +73,7 @@ def run_arm(name: str, spec: dict, work: Path, device: str, cn: bool, motion: bo
         result["controlnet"] = follow_paths(video_pipe, image_pipe, control_clips(1 if quick else 12),
                                             steps=3 if quick else 25)["summary"]
     if motion:
-        row = ev.eval_table(root=folder, per_row=2 if quick else 24, steps=3 if quick else 25, rows=(f"{stage} (never seen in training)",),
+        row = ev.eval_table(root=folder, per_row=2 if quick else 24, steps=3 if quick else 25, rows=(ROW_OF[stage],),
                             progress=False,
                             pipe=models.load_pipeline(root=folder, device=dev))[0]
         result["motion"] = {k: v for k, v in row.items() if isinstance(v, (int, float, str))}
