@@ -67,6 +67,28 @@ def test_margin_keeps_every_shape_that_far_from_the_edge():
         sw.render_image(rng(), margin=30)
 
 
+def test_hole_keeps_every_outline_open_that_wide():
+    """INRADIUS is each shape's deepest point (`_depth`) per px of size; `hole` px: every outlined shape leaves at
+    least that from its centre to the outline's inner edge (drawn as is, some small triangles leave under 1 px);
+    plain and pastel shapes are drawn as without it; a hole no shape can leave is refused."""
+    grid = np.linspace(-10, 10, 2001)
+    for shape, fraction in sw.INRADIUS.items():
+        assert sw._depth(shape, grid[None, :], grid[:, None], 20.0).max() == pytest.approx(20 * fraction, abs=0.02)
+
+    def clearance(meta):
+        return sw.INRADIUS[meta["shape"]] * meta["size"] - meta["outline"]
+
+    drawn = [clearance(sw.render_image(rng(s), shape="triangle", style="outlined")[2]) for s in range(200)]
+    assert min(drawn) < 1.0
+    picked = [sw.render_image(rng(s), style="outlined", hole=1.5)[2] for s in range(200)]
+    assert min(clearance(m) for m in picked) >= 1.5
+    assert all(sw.OUTLINE_RANGE[0] <= m["outline"] <= sw.OUTLINE_RANGE[1] for m in picked)
+    for style in (None, "pastel"):
+        assert np.array_equal(sw.render_image(rng(3), style=style, hole=1.5)[0], sw.render_image(rng(3), style=style)[0])
+    with pytest.raises(ValueError, match="hole must be in"):
+        sw.render_image(rng(), style="outlined", hole=4.0)
+
+
 def test_clip_moves_at_the_world_speed_in_its_direction():
     for direction, (dx, dy) in {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}.items():
         clip, text, meta = sw.render_clip(rng(), direction=direction)

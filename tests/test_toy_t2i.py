@@ -64,7 +64,7 @@ def test_partly_controlled_steers_only_a_fraction_of_the_samples():
 
 @needs_checkpoints
 @pytest.mark.parametrize("stage,extra", [("outlined", "prior: 0.5\nmax_t: 600\n"),
-                                         ("outlined", "control: 0.5\nmargin: 4\nema: 0.9\n"),
+                                         ("outlined", "control: 0.5\nmargin: 4\nema: 0.9\nhole: 1.5\n"),
                                          ("pastel", "rank: 2\ntargets: spatial_attention\ncontrol: 0.5\n")])
 def test_personalized_stages_train_with_prior_images_and_control(tmp_path, stage, extra):
     import shutil
@@ -136,3 +136,21 @@ def test_vae_decoder_phase_trains_the_decoder_alone(tmp_path):
     assert after.config.scaling_factor == scaling
     log = (tmp_path / "ck" / "training_log.json").read_text()
     assert '"vae"' in log and '"vae decoder"' in log
+
+
+def test_an_outlined_unet_trained_with_ema_ships_its_ema_weights(tmp_path):
+    """With `ema`, the exported outlined UNet holds the EMA's weights (ema.safetensors), not the last step's."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    out, run = tmp_path / "ckpt", tmp_path / "run"
+    shutil.copytree(CHECKPOINTS, out)
+    config = tmp_path / "cfg.yaml"
+    config.write_text("steps: 3\nbatch: 2\ncheckpoint_every: 3\nimages: 4\nema: 0.5\nlr: 0.01\nwarmup: 0\n")
+    assert main(["train", "outlined", "--config", str(config), "--out", str(out), "--run", str(run)]) == 0
+    shipped = {k: v.float() for k, v in load_t2i("outlined", out).unet.state_dict().items()}
+    ema, last = load_file(run / "ema.safetensors"), load_file(run / "weights.safetensors")
+    convs = [k for k in shipped if k.endswith("conv1.weight")]
+    assert convs and all(torch.allclose(shipped[k], ema[f"unet.{k}"].float(), atol=1e-3) for k in convs)
+    assert not all(torch.allclose(shipped[k], last[f"unet.{k}"].float(), atol=1e-3) for k in convs)

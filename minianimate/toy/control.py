@@ -57,7 +57,8 @@ def controlnet_stage(cfg: ControlNetStage, out: Path, run: Path, resume: bool, p
                                       run, resume=resume, progress=progress, text_dropout=cfg.text_dropout)
     if trainer.rank != 0:
         return None
-    (trainer.ema or trainer.modules)["controlnet"].save_pretrained(out / FILES["controlnet"], dtype=SHIP_DTYPE)
+    trainer.use_ema()  # with `ema`, its weights are exported
+    controlnet.save_pretrained(out / FILES["controlnet"], dtype=SHIP_DTYPE)
     pipe = load_t2i("base", out)
     pipe.controlnet = ControlNet.from_pretrained(out / FILES["controlnet"]).eval()
     scores = score_images(pipe, cfg.check, seed=cfg.seed + 5000)

@@ -31,16 +31,17 @@ def combos(held_out: bool | None = None) -> list[tuple[str, str, str]]:
 
 
 def image_set(n: int, seed: int, style: str | None = None, moving: float = 0.0,
-              margin: float = 0.0) -> tuple[np.ndarray, list[str]]:
+              margin: float = 0.0, hole: float = 0.0) -> tuple[np.ndarray, list[str]]:
     """n ShapeWorld images and captions, uint8 (n, 64, 64, 3).
 
     moving: the fraction of photos of moving shapes (a motion streak behind them, caption
     `a red circle moving left`), as an image dataset holds photos of running horses next to still ones.
-    margin: every shape at least this far (px) from the frame's edge (`sw.render_image`).
+    margin: every shape at least this far (px) from the frame's edge; hole: an outlined shape's hole at least this
+    wide (px) (both `sw.render_image`).
     """
     rng = np.random.default_rng(seed)
     items = [sw.render_image(rng, style=style, direction=str(rng.choice(sw.DIRECTIONS)) if rng.random() < moving
-                             else None, margin=margin) for _ in range(n)]
+                             else None, margin=margin, hole=hole) for _ in range(n)]
     return np.stack([i[0] for i in items]), [i[1] for i in items]
 
 

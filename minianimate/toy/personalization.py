@@ -4,9 +4,9 @@
     python -m minianimate train outlined|pastel --config configs/outlined.yaml|pastel.yaml
 
 Levers (issue 24, `python -m minianimate eval --personalized` measures them, `benchmarks/personalized_sweep.py`
-runs them side by side): styled images with the whole shape in frame (`margin`), DreamBooth's prior-preservation
-images (`prior`), the LoRA's targets and rank, and training partly under the shipped ControlNet (`control`,
-`PartlyControlled`) so that the model follows one.
+runs them side by side): styled images with the whole shape in frame (`margin`) and the outline's hole open
+(`hole`), DreamBooth's prior-preservation images (`prior`), the LoRA's targets and rank, and training partly under
+the shipped ControlNet (`control`, `PartlyControlled`) so that the model follows one.
 """
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +38,8 @@ class OutlinedStage(TrainConfig):
     max_t: int = 1000  # train on timesteps [0, max_t) only: below 1000 the base's high-noise steps (layout, motion) stay
     margin: float = 0.0  # the styled images keep their shape this far (px) from the frame's edge: picked with the
     # whole subject in frame, as one picks photos for DreamBooth (0: placed as anywhere in ShapeWorld)
+    hole: float = 0.0  # outlined images only: each shape's hole at least this wide (px, `render_image`): picked with
+    # the hole that makes the style showing, as `margin` picks the whole subject (0: as drawn in ShapeWorld)
     control: float = 0.0  # fraction of samples trained with the shipped ControlNet attached (`PartlyControlled`)
 
 
@@ -71,7 +73,7 @@ def _styled_images(out: Path, cfg: OutlinedStage, style: str):
     toward the base); returns latents (2 * all images, 4, 16, 16) and captions (mirror images included) and the
     images (all images, 64, 64, 3)."""
     images, captions = datasets.image_set(cfg.images, cfg.seed + 1000, style=style, moving=cfg.moving,
-                                          margin=cfg.margin)
+                                          margin=cfg.margin, hole=cfg.hole)
     if round(cfg.prior * cfg.images):
         plain, plain_captions = datasets.image_set(round(cfg.prior * cfg.images), cfg.seed + 1500)
         images, captions = np.concatenate([images, plain]), captions + plain_captions
@@ -109,7 +111,8 @@ def outlined_stage(cfg: OutlinedStage, out: Path, run: Path, resume: bool, progr
     model, control = _partly_controlled(unet, out, cfg, images)
     trainer = stages.fit({"unet": unet}, model, text_encoder, latents, captions, ddim, cfg, run, resume=resume,
                          progress=progress, desc="outlined", text_dropout=cfg.text_dropout, **control)
-    (trainer.ema or trainer.modules)["unet"].save_pretrained(out / FILES["outlined"], dtype=SHIP_DTYPE)
+    trainer.use_ema()  # with `ema`, its weights are exported
+    unet.save_pretrained(out / FILES["outlined"], dtype=SHIP_DTYPE)
     return {"trainer": trainer}
 
 

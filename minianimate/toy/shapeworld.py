@@ -29,6 +29,7 @@ CAMERA_MOTIONS = ("zoom-in", "zoom-out", "roll")
 SIZE_RANGE = (14, 22)  # shape diameter / side / base, px
 SPEED_RANGE = (0.6, 1.0)  # px per frame: 9-15 px over 16 frames (issue 23: the motion lab's "slower world")
 OUTLINE_RANGE = (3.0, 4.0)  # outline width of the `outlined` style, px (about one 16x16 latent pixel)
+INRADIUS = {"circle": 0.5, "square": 0.5, "triangle": 1 / (1 + np.sqrt(5))}  # the largest depth (`_depth`) / size
 WATERMARK_BOX = (slice(56, 62), slice(42, 62))  # rows 56-61, columns 42-61: frame[WATERMARK_BOX]
 MIRRORED_WATERMARK_BOX = (slice(56, 62), slice(2, 22))  # where a left-right flip moves it
 WATERMARK_ALPHA = 0.45
@@ -144,22 +145,31 @@ def _choose(rng: np.random.Generator, color, shape, style):
     return color, shape, size, outline
 
 
-def render_image(rng: np.random.Generator, color=None, shape=None, style=None, direction=None, margin: float = 0.0):
+def render_image(rng: np.random.Generator, color=None, shape=None, style=None, direction=None, margin: float = 0.0,
+                 hole: float = 0.0):
     """A clean T2I-domain image: (uint8 (H, W, 3), caption `a {color} {shape}`, meta dict).
 
     Unspecified colour/shape are drawn from `rng`; the shape lies fully inside the frame, at least `margin` px
     from its edge (0: it may lie flush against it).
     direction: None (a still shape) or one of DIRECTIONS: a photo of a moving shape, its motion streak
     (trail) behind it, caption `a {color} {shape} moving {direction}`.
+    hole: an `outlined` shape's hole is at least this wide (px) from its centre to the outline's inner edge
+    (size and width are drawn again until it is; 0: as drawn, where a small triangle's 4 px outline may leave
+    under 1 px, a hole the VAE closes).
     """
     if direction not in (None, *DIRECTIONS):
         raise ValueError(f"unknown direction {direction!r}; expected None or one of {DIRECTIONS}")
+    if not 0 <= hole < INRADIUS["triangle"] * SIZE_RANGE[1] - OUTLINE_RANGE[0]:
+        raise ValueError(f"hole must be in [0, {INRADIUS['triangle'] * SIZE_RANGE[1] - OUTLINE_RANGE[0]:.2f}) px "
+                         f"(a triangle of the largest size and thinnest outline), got {hole}")
     color, shape, size, outline = _choose(rng, color, shape, style)
+    while outline is not None and INRADIUS[shape] * size - outline < hole:
+        color, shape, size, outline = _choose(rng, color, shape, style)
     if not 0 <= margin < (IMAGE_SIZE - SIZE_RANGE[1]) / 2:
         raise ValueError(f"margin must be in [0, {(IMAGE_SIZE - SIZE_RANGE[1]) / 2:g}) px, got {margin}")
     centre = rng.uniform(size / 2 + margin, IMAGE_SIZE - size / 2 - margin, size=2)
     image = _draw(color, shape, style, size, outline, centre[None], trail=direction)[0]
-    meta = dict(color=color, shape=shape, style=style, size=size, direction=direction,
+    meta = dict(color=color, shape=shape, style=style, size=size, outline=outline, direction=direction,
                 centre=tuple(float(v) for v in centre))
     return image, caption(color, shape, direction), meta
 

@@ -136,7 +136,8 @@ def base_stage(cfg: BaseStage, out: Path, run: Path, resume: bool, progress: boo
     trainer = stages.fit({"unet": unet, "text_encoder": text_encoder}, unet, text_encoder, latents, captions,
                          toy_ddim(), cfg, run, resume=resume, progress=progress, desc="base",
                          text_dropout=cfg.text_dropout)
-    final = trainer.ema or trainer.modules
+    trainer.use_ema()  # with `ema`, its weights are exported
+    final = trainer.modules
     final["unet"].save_pretrained(out / FILES["base"], dtype=SHIP_DTYPE)
     folder = out / FILES["text_encoder"]
     save_safetensors(final["text_encoder"].state_dict(), folder / "model.safetensors")
