@@ -129,6 +129,15 @@ def test_a_bad_config_is_refused_naming_the_file_and_the_field(case, tmp_path, c
         stages.run_stage("motion-lora", path, out=CHECKPOINTS)
 
 
+@pytest.mark.parametrize("text,message", [("margin: 30\n", "margin must be below 21.00 px"),
+                                          ("hole: 5\n", "hole must be below 3.80 px")])
+def test_a_styled_image_pick_no_image_can_meet_is_refused_before_loading(text, message, tmp_path, capsys,
+                                                                         no_model_loads):
+    path = config(tmp_path, "bad.yaml", text)
+    line = fails(["train", "outlined", "--config", path, "--out", tmp_path / "ck"], capsys)
+    assert message in line and "bad.yaml" in line
+
+
 def test_a_stage_without_its_inputs_names_the_folder_and_the_command(tmp_path, capsys, no_model_loads):
     path = config(tmp_path, "tiny.yaml", "steps: 1\n")
     line = fails(["train", "motion", "--config", path, "--out", tmp_path / "empty"], capsys)

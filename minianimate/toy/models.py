@@ -21,7 +21,7 @@ from minianimate.lora import LoRA
 from minianimate.lora_formats import detect_lora_format
 from minianimate.motion_io import load_motion_module
 from minianimate.pipeline import AnimationPipeline, ImagePipeline, parse_motion_lora
-from minianimate.toy.shapeworld import CAMERA_MOTIONS
+from minianimate.toy.shapeworld import CAMERA_MOTIONS, MAX_HOLE, MAX_MARGIN
 from minianimate.toy.text_encoder import ToyTextEncoder
 from minianimate.unet import UNet
 
@@ -114,6 +114,10 @@ def check_stage_inputs(stage: str, cfg, root, where, choices: dict) -> None:
     for field, allowed in {"camera": CAMERA_MOTIONS, **choices}.items():
         if hasattr(cfg, field) and getattr(cfg, field) not in allowed:
             raise ValueError(f"{where}: {field} must be one of {', '.join(allowed)}, got {getattr(cfg, field)!r}")
+    for field, limit in (("margin", MAX_MARGIN), ("hole", MAX_HOLE)):  # the styled images' picks (`render_image`)
+        if getattr(cfg, field, 0) >= limit:
+            raise ValueError(f"{where}: {field} must be below {limit:.2f} px (no ShapeWorld image has more), "
+                             f"got {getattr(cfg, field)!r}")
     if getattr(cfg, "zoom", None) is not None and cfg.zoom < 1:
         raise ValueError(f"{where}: zoom must be at least 1 (the most zoomed frame shows 1/zoom of the frame), "
                          f"got {cfg.zoom!r}")

@@ -30,6 +30,8 @@ SIZE_RANGE = (14, 22)  # shape diameter / side / base, px
 SPEED_RANGE = (0.6, 1.0)  # px per frame: 9-15 px over 16 frames (issue 23: the motion lab's "slower world")
 OUTLINE_RANGE = (3.0, 4.0)  # outline width of the `outlined` style, px (about one 16x16 latent pixel)
 INRADIUS = {"circle": 0.5, "square": 0.5, "triangle": 1 / (1 + np.sqrt(5))}  # the largest depth (`_depth`) / size
+MAX_MARGIN = (IMAGE_SIZE - SIZE_RANGE[1]) / 2  # px: `render_image`'s margin stays below it (the largest shape fits)
+MAX_HOLE = INRADIUS["triangle"] * SIZE_RANGE[1] - OUTLINE_RANGE[0]  # px: `render_image`'s hole stays below it
 WATERMARK_BOX = (slice(56, 62), slice(42, 62))  # rows 56-61, columns 42-61: frame[WATERMARK_BOX]
 MIRRORED_WATERMARK_BOX = (slice(56, 62), slice(2, 22))  # where a left-right flip moves it
 WATERMARK_ALPHA = 0.45
@@ -159,14 +161,14 @@ def render_image(rng: np.random.Generator, color=None, shape=None, style=None, d
     """
     if direction not in (None, *DIRECTIONS):
         raise ValueError(f"unknown direction {direction!r}; expected None or one of {DIRECTIONS}")
-    if not 0 <= hole < INRADIUS["triangle"] * SIZE_RANGE[1] - OUTLINE_RANGE[0]:
-        raise ValueError(f"hole must be in [0, {INRADIUS['triangle'] * SIZE_RANGE[1] - OUTLINE_RANGE[0]:.2f}) px "
-                         f"(a triangle of the largest size and thinnest outline), got {hole}")
+    if not 0 <= hole < MAX_HOLE:
+        raise ValueError(f"hole must be in [0, {MAX_HOLE:.2f}) px (a triangle of the largest size and thinnest "
+                         f"outline), got {hole}")
     color, shape, size, outline = _choose(rng, color, shape, style)
     while outline is not None and INRADIUS[shape] * size - outline < hole:
         color, shape, size, outline = _choose(rng, color, shape, style)
-    if not 0 <= margin < (IMAGE_SIZE - SIZE_RANGE[1]) / 2:
-        raise ValueError(f"margin must be in [0, {(IMAGE_SIZE - SIZE_RANGE[1]) / 2:g}) px, got {margin}")
+    if not 0 <= margin < MAX_MARGIN:
+        raise ValueError(f"margin must be in [0, {MAX_MARGIN:g}) px, got {margin}")
     centre = rng.uniform(size / 2 + margin, IMAGE_SIZE - size / 2 - margin, size=2)
     image = _draw(color, shape, style, size, outline, centre[None], trail=direction)[0]
     meta = dict(color=color, shape=shape, style=style, size=size, outline=outline, direction=direction,
