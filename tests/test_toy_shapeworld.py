@@ -69,7 +69,8 @@ def test_margin_keeps_every_shape_that_far_from_the_edge():
 
 def test_hole_keeps_every_outline_open_that_wide():
     """INRADIUS is each shape's deepest point (`_depth`) per px of size; `hole` px: every outlined shape leaves at
-    least that from its centre to the outline's inner edge (drawn as is, some small triangles leave under 1 px);
+    least that from its centre to the outline's inner edge, its colour and shape kept (drawn as is, some small
+    triangles leave under 1 px);
     plain and pastel shapes are drawn as without it; a hole no shape can leave is refused."""
     grid = np.linspace(-10, 10, 2001)
     for shape, fraction in sw.INRADIUS.items():
@@ -80,7 +81,9 @@ def test_hole_keeps_every_outline_open_that_wide():
 
     drawn = [clearance(sw.render_image(rng(s), shape="triangle", style="outlined")[2]) for s in range(200)]
     assert min(drawn) < 1.0
-    picked = [sw.render_image(rng(s), style="outlined", hole=1.5)[2] for s in range(200)]
+    picked = [sw.render_image(rng(s), style="outlined", hole=1.5) for s in range(200)]
+    assert [caption for _, caption, _ in picked] == [sw.render_image(rng(s), style="outlined")[1] for s in range(200)]
+    picked = [meta for _, _, meta in picked]
     assert min(clearance(m) for m in picked) >= 1.5
     assert all(sw.OUTLINE_RANGE[0] <= m["outline"] <= sw.OUTLINE_RANGE[1] for m in picked)
     for style in (None, "pastel"):

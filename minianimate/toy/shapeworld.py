@@ -156,7 +156,7 @@ def render_image(rng: np.random.Generator, color=None, shape=None, style=None, d
     direction: None (a still shape) or one of DIRECTIONS: a photo of a moving shape, its motion streak
     (trail) behind it, caption `a {color} {shape} moving {direction}`.
     hole: an `outlined` shape's hole is at least this wide (px) from its centre to the outline's inner edge
-    (size and width are drawn again until it is; 0: as drawn, where a small triangle's 4 px outline may leave
+    (its size and width are drawn again until it is, its colour and shape kept; 0: as drawn, where a small triangle's 4 px outline may leave
     under 1 px, a hole the VAE closes).
     """
     if direction not in (None, *DIRECTIONS):
@@ -165,8 +165,8 @@ def render_image(rng: np.random.Generator, color=None, shape=None, style=None, d
         raise ValueError(f"hole must be in [0, {MAX_HOLE:.2f}) px (a triangle of the largest size and thinnest "
                          f"outline), got {hole}")
     color, shape, size, outline = _choose(rng, color, shape, style)
-    while outline is not None and INRADIUS[shape] * size - outline < hole:
-        color, shape, size, outline = _choose(rng, color, shape, style)
+    while outline is not None and INRADIUS[shape] * size - outline < hole:  # the same colour and shape, redrawn
+        _, _, size, outline = _choose(rng, color, shape, style)
     if not 0 <= margin < MAX_MARGIN:
         raise ValueError(f"margin must be in [0, {MAX_MARGIN:g}) px, got {margin}")
     centre = rng.uniform(size / 2 + margin, IMAGE_SIZE - size / 2 - margin, size=2)
