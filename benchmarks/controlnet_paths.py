@@ -19,6 +19,7 @@ import torch
 from minianimate.toy import shapeworld as sw
 from minianimate.toy.control import control_clips, follow_paths
 from minianimate.toy.models import CHECKPOINTS, load_controlnet, load_pipeline, load_t2i
+from minianimate.toy.provenance import provenance
 
 RESULTS = Path(__file__).parent / "results" / "controlnet_paths.json"
 
@@ -49,7 +50,10 @@ def main() -> None:
             print(f"{mode:16} {s['error']:9.2f} {s['within_3px']:6.1%} {s['color']:7.1%} {s['shape']:6.1%} "
                   f"{s['jerk']:6.2f} {s['consistency']:12.3f}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(dict(clips=args.clips, steps=args.steps, speed=args.speed, results=results), indent=1))
+    stamp = provenance("vae", "text_encoder", "base", "motion", "controlnet",
+                       *(m for m in args.model if m in ("outlined", "pastel")))
+    Path(args.out).write_text(json.dumps(dict(provenance=stamp, clips=args.clips, steps=args.steps, speed=args.speed,
+                                              results=results), indent=1))
     print(f"wrote {args.out}")
 
 

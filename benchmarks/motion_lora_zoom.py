@@ -21,6 +21,7 @@ from minianimate.toy import metrics
 from minianimate.toy import shapeworld as sw
 from minianimate.toy.datasets import LORA_HELD_OUT
 from minianimate.toy.models import load_pipeline
+from minianimate.toy.provenance import provenance
 from minianimate.toy.stages import MotionLoRAStage
 from minianimate.trainer import load_config
 
@@ -43,8 +44,9 @@ def main():
     frames = load_config(Path(args.config), MotionLoRAStage).frames
     pipe = load_pipeline("base", *([Path(args.checkpoints)] if args.checkpoints else []))
     prompts = [sw.caption(c, s) for c, s in LORA_HELD_OUT]
-    out = dict(frames=frames, steps=args.steps, seeds=args.seeds, prompts=prompts, config=args.config,
-               checkpoints=args.checkpoints, settings={})
+    stamp = provenance("vae", "text_encoder", "base", "motion", "motion_loras", root=args.checkpoints)
+    out = dict(provenance=stamp, frames=frames, steps=args.steps, seeds=args.seeds, prompts=prompts,
+               config=args.config, checkpoints=args.checkpoints, settings={})
     for name in args.settings:
         loras = SETTINGS[name]
         t0 = time.perf_counter()

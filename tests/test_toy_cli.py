@@ -46,7 +46,9 @@ def test_generate_bad_output_suffix_is_a_clear_error(tmp_path):
 
 def test_eval_prints_the_table(tmp_path):
     stdout = run("eval", "--per-row", "1", "--steps", "2", "--json", str(tmp_path / "t.json"))
-    rows = json.loads((tmp_path / "t.json").read_text())
+    stored = json.loads((tmp_path / "t.json").read_text())
+    rows = stored["rows"]
+    assert stored["provenance"]["checkpoints"]  # the sha256 of what it read
     assert [r["row"] for r in rows][:2] == ["base, trained prompts", "base, held-out prompts"]
     assert "direction" in stdout and "watermark" in stdout
 

@@ -116,7 +116,7 @@ def test_eval_personalized_prints_one_row_per_model_with_every_rate(tmp_path, ca
     import json
 
     assert main(["eval", "--personalized", "--seeds", "1", "--steps", "2", "--json", str(tmp_path / "t.json")]) == 0
-    rows = json.loads((tmp_path / "t.json").read_text())
+    rows = json.loads((tmp_path / "t.json").read_text())["rows"]
     assert [r["model"] for r in rows] == ["base", "outlined", "pastel"] and all(r["n"] == 12 for r in rows)
     assert all(set(AIMS) <= set(r) and set(r["met"]) == set(AIMS) for r in rows)
     assert rows[0]["clean"] >= 0.9  # the base's 90th percentile is the reference

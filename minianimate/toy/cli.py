@@ -138,9 +138,11 @@ def _eval(args):
         table = eval_table(root=root, per_row=args.per_row, steps=args.steps, seed=args.seed)
         print(format_table(table))
     if args.json:
+        from minianimate.toy.provenance import provenance
+
         rows = [{k: v for k, v in row.items() if k not in ("clips", "images")} for row in table]  # figures only
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(rows, indent=2))
+        Path(args.json).write_text(json.dumps({"provenance": provenance(*names, root=root), "rows": rows}, indent=2))
 
 
 def _demo(args):
