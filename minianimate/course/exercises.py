@@ -5,6 +5,9 @@ An exercise's name is the name its notebook defines (`attention`, `LoRALinear`, 
 is a module with weights, the student's function gets a copy of the same module (or the same weights), so the
 comparison is exact. Where the library has no standalone form (the einops rearranges, the per-frame window
 weights), the reference is the library's own line, and tests/test_course.py checks it against the library.
+`forbid` names the library's own versions of an exercise (dotted: module, class, attribute): while the student's
+function runs they raise (grader.unreachable), so `return block(x)` or an import of the library's function is a
+verdict, not a pass. The references are computed before, with the library intact.
 """
 import copy
 from dataclasses import dataclass
@@ -38,6 +41,7 @@ class Exercise:
     reference: str  # where minianimate does it (named in a passing verdict)
     cases: Callable[[bool], Iterator[Case]]  # hidden -> the inputs
     hint: str = ""  # added to a "wrong values" verdict
+    forbid: tuple[str, ...] = ()  # the library's own versions of the exercise: they raise while the student's runs
 
 
 def _seeds(hidden: bool) -> range:
@@ -285,38 +289,50 @@ def _window_weights(hidden):
 
 EXERCISES = {e.name: e for e in [
     Exercise("attention", "01_attention", "F.scaled_dot_product_attention, as in minianimate.attention.Attention",
-             _attention, "softmax over the keys (the last axis of q k^T), after dividing by sqrt(d)."),
+             _attention, "softmax over the keys (the last axis of q k^T), after dividing by sqrt(d).",
+             ("torch.nn.functional.scaled_dot_product_attention",)),
     Exercise("to_temporal_tokens", "02_temporal_tokens", "the rearrange in minianimate's MotionModule.forward",
              _to_tokens, "frames fold as (b f): frame f of clip b is row b*F + f; tokens are one per pixel, (b h w)."),
     Exercise("from_temporal_tokens", "02_temporal_tokens", "the rearrange in minianimate's MotionModule.forward",
              _from_tokens, "the exact inverse of to_temporal_tokens: (b h w) f c -> (b f) c h w."),
     Exercise("positional_encoding", "02_temporal_tokens", "minianimate.motion_module.PositionalEncoding",
              _positional_encoding, "channel 2i is sin(position * 10000^(-2i/dim)), channel 2i+1 the cos of the "
-                                   "same angle: interleaved, not two halves."),
+                                   "same angle: interleaved, not two halves.",
+             ("minianimate.motion_module.PositionalEncoding.__init__",)),
     Exercise("temporal_block", "03_motion_module", "minianimate.motion_module.TemporalTransformerBlock",
              _temporal_block, "pre-LayerNorm with a residual around each part; the frame encoding is added to the "
-                              "normed input of each attention (after norm1/norm2, not before)."),
+                              "normed input of each attention (after norm1/norm2, not before).",
+             ("minianimate.motion_module.TemporalTransformerBlock.forward",)),
     Exercise("motion_module", "03_motion_module", "minianimate.motion_module.MotionModule",
              _motion_module, "GroupNorm over the whole clip (b c f h w), attention over frames at each pixel "
-                             "((b h w) f c), proj_out, then the residual."),
+                             "((b h w) f c), proj_out, then the residual.",
+             ("minianimate.motion_module.MotionModule.forward",)),
     Exercise("inflate", "04_inflation", "minianimate.inflation.MotionUNet (fresh motion modules)",
-             _inflate, "frames fold as (b f); the timestep and the context repeat for every frame of their clip."),
+             _inflate, "frames fold as (b f); the timestep and the context repeat for every frame of their clip.",
+             ("minianimate.inflation.MotionUNet.from_unet", "minianimate.inflation.MotionUNet.forward")),
     Exercise("LoRALinear", "05_lora", "minianimate.lora.LowRank and LoRA.merge/unmerge",
              _lora, "the update is (alpha / rank) * up(down(x)); merge() adds (alpha / rank) * up @ down to the "
-                    "weight, and a merged layer must not add it again."),
+                    "weight, and a merged layer must not add it again.",
+             ("minianimate.lora.LowRank.forward", "minianimate.lora.LowRank.delta_weight")),
     Exercise("ddim_step", "06_ddim_and_guidance", "minianimate.ddim.DDIM.step",
              _ddim_step, "abar is ddim.alphas_cumprod (the running product, not 1 - beta_t); for a previous "
-                         "timestep < 0 use ddim.final_alpha_cumprod."),
+                         "timestep < 0 use ddim.final_alpha_cumprod.",
+             ("minianimate.ddim.DDIM.step",)),
     Exercise("classifier_free_guidance", "06_ddim_and_guidance", "minianimate.ddim.classifier_free_guidance",
-             _guidance, "start from the unconditional prediction and move `scale` times along (cond - uncond)."),
+             _guidance, "start from the unconditional prediction and move `scale` times along (cond - uncond).",
+             ("minianimate.ddim.classifier_free_guidance",)),
     Exercise("clip_loss", "07_clip_loss", "minianimate.stages.diffusion_loss",
              _clip_loss, "draw the noise first (one per frame: the shape of x0), then one timestep per clip, both "
-                         "from `generator`."),
+                         "from `generator`.",
+             ("minianimate.stages.diffusion_loss",)),
     Exercise("context_windows", "08_context_windows", "minianimate.context.context_windows",
-             _context_windows, "starts every window - overlap frames; the last window ends on the last frame."),
+             _context_windows, "starts every window - overlap frames; the last window ends on the last frame.",
+             ("minianimate.context.context_windows",)),
     Exercise("window_weights", "08_context_windows", "minianimate.context.ContextWindows (pyramid fuse)",
              _window_weights, "each window's pyramid 1, 2, ..., 2, 1 on its frames, 0 elsewhere; then divide each "
-                              "frame's column by its sum."),
+                              "frame's column by its sum.",
+             ("minianimate.context.fuse_weights", "minianimate.context.ContextWindows.__call__",
+              "minianimate.course.exercises.window_weights")),
 ]}
 
 NOTEBOOKS: dict[str, list[str]] = {}  # notebook stem -> its exercises, in order

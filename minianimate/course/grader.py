@@ -5,11 +5,20 @@ student's function and through the library, compares them (shape, dtype, then va
 returns a `Result` whose one-line repr says what is wrong and where. It never raises, so a notebook whose
 functions still `raise NotImplementedError` runs to the end. `hidden=True` runs more seeds and shapes: what
 `grade_notebook` (`python -m minianimate.course grade`) uses for the final score.
+
+While the student's function runs, the library's own version of the exercise is unreachable (`unreachable`): it
+raises `Delegated`, so `return block(x)` or `from minianimate.ddim import classifier_free_guidance` is the verdict
+"the exercise must not call minianimate.ddim.classifier_free_guidance; write it yourself", not a pass.
 """
+import functools
+import importlib
 import json
 import linecache
+import sys
 import sysconfig
 import traceback
+import types
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,7 +35,8 @@ REPORT_TAG = "MINIANIMATE_COURSE_REPORT"
 
 @dataclass
 class Result:
-    """One check's verdict. kind: passed, not implemented, missing, exception, type, shape, dtype or values."""
+    """One check's verdict. kind: passed, not implemented, missing, delegated (called the library's own version),
+    exception, type, shape, dtype or values."""
 
     name: str
     kind: str
@@ -59,9 +69,18 @@ def check(name: str, fn, hidden: bool = False) -> Result:
 
 def _run(exercise, fn, hidden: bool) -> Result:
     name, n = exercise.name, 0
+    itself = library_version(fn, exercise.forbid)
+    if itself:
+        return Result(name, "delegated", f"{name} is {itself} itself: the exercise must not call it; "
+                                         f"write it yourself", 0)
     for n, case in enumerate(exercise.cases(hidden), 1):
         try:
-            got = case.run(fn)
+            with unreachable(exercise.forbid, fn):
+                got = case.run(fn)
+        except Delegated as e:
+            qualname, lineno, line = _student_frame(e)
+            return Result(name, "delegated", f"the exercise must not call {e.name} (in {qualname}, line {lineno}: "
+                                             f"{line}); write it yourself", n - 1)
         except NotImplementedError as e:
             frame = _student_frame(e)
             message = f"not implemented yet: {frame[0]} still raises NotImplementedError"
@@ -77,6 +96,98 @@ def _run(exercise, fn, hidden: bool) -> Result:
             hint = f" Hint: {exercise.hint}" if kind == "values" and exercise.hint else ""
             return Result(name, kind, f"{headline} for {case.label}: {detail}.{hint}", n - 1)
     return Result(name, "passed", f"matches minianimate on {n} inputs ({exercise.reference})", n)
+
+
+# --- the library's own versions of an exercise, out of reach while the student's function runs ----------------
+class Delegated(Exception):
+    """Raised by a library function that the running exercise must not call; `name` is its dotted name."""
+
+    def __init__(self, name: str):
+        super().__init__(f"the exercise must not call {name}; write it yourself")
+        self.name = name
+
+
+def resolve(dotted: str) -> tuple[object, str]:
+    """'minianimate.ddim.DDIM.step' -> (the class DDIM, 'step'): the longest importable module, then attributes.
+    The attribute must be the owner's own (in its __dict__), not inherited."""
+    path, attr = dotted.rsplit(".", 1)
+    parts = path.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            owner = importlib.import_module(".".join(parts[:i]))
+        except ModuleNotFoundError:
+            continue
+        owner = functools.reduce(getattr, parts[i:], owner)
+        if attr not in vars(owner):
+            raise AttributeError(f"{path} defines no {attr!r} of its own (forbidden name {dotted!r})")
+        return owner, attr
+    raise ModuleNotFoundError(f"no module in {dotted!r}")
+
+
+def _function(value):
+    """The function behind a value: a bound method's, a classmethod's or a partial's; else the value itself."""
+    if isinstance(value, functools.partial):
+        return _function(value.func)
+    return value.__func__ if isinstance(value, (types.MethodType, classmethod, staticmethod)) else value
+
+
+def library_version(fn, names: tuple[str, ...]) -> str | None:
+    """The dotted name in `names` that `fn` is (the library's function handed in as the student's), else None."""
+    for dotted in names:
+        owner, attr = resolve(dotted)
+        if _function(fn) is _function(vars(owner)[attr]):
+            return dotted.removesuffix(".__init__")
+    return None
+
+
+def _namespaces(fn) -> list[dict]:
+    """The global namespaces the student's function (or class) looks its names up in."""
+    fn = _function(fn)
+    functions = [_function(f) for f in vars(fn).values()] if isinstance(fn, type) else [fn]
+    return [f.__globals__ for f in functions if isinstance(f, types.FunctionType)]
+
+
+@contextmanager
+def unreachable(names: tuple[str, ...], fn=None):
+    """While the block runs, each library function in `names` (dotted) raises `Delegated`, however the code reaches
+    it: on its class, or under any name that holds it in its module, in a minianimate module, or in the namespace
+    `fn` was written in (an import, an alias). Everything is put back when the block ends."""
+    swaps, namespaces, undo = [], [], []  # (original, stub); dicts to search; (class or dict, key, value to restore)
+    try:
+        for dotted in names:
+            owner, attr = resolve(dotted)
+            swaps.append((_function(vars(owner)[attr]), _raiser(dotted.removesuffix(".__init__"))))
+            if isinstance(owner, type):
+                undo.append((owner, attr, _put(owner, attr, swaps[-1][1])))
+            else:
+                namespaces.append(vars(owner))
+        namespaces += [vars(m) for key, m in list(sys.modules.items())
+                       if key.split(".")[0] == "minianimate" and isinstance(m, types.ModuleType)]
+        for namespace in {id(ns): ns for ns in namespaces + _namespaces(fn)}.values():
+            for key, value in list(namespace.items()):
+                for original, stub in swaps:
+                    if _function(value) is original:
+                        undo.append((namespace, key, _put(namespace, key, stub)))
+        yield
+    finally:
+        for where, key, value in reversed(undo):
+            _put(where, key, value)
+
+
+def _put(where, key: str, value):
+    """Set `key` of a namespace dict or a class to `value`; return what it held."""
+    if isinstance(where, dict):
+        old, where[key] = where[key], value
+        return old
+    old = vars(where)[key]
+    setattr(where, key, value)
+    return old
+
+
+def _raiser(name: str):
+    def unreachable_library_function(*args, **kwargs):
+        raise Delegated(name)
+    return unreachable_library_function
 
 
 def compare(expected, got, what: str = "") -> tuple[str, str, str] | None:
@@ -170,9 +281,9 @@ def notebook_exercises(path: Path) -> list[str]:
                      f"{', '.join(s[:2] for s in NOTEBOOKS)}, the number of the notebook it answers)")
 
 
-def grade_notebook(path, timeout: int = 120) -> list[Result]:
-    """Execute a student's notebook in a fresh kernel (a cell's error does not stop it; a cell may take `timeout`
-    seconds), then run the hidden check of each of its exercises in that kernel."""
+def grade_notebook(path, timeout: int = 120, kernel: str = "python3") -> list[Result]:
+    """Execute a student's notebook in a fresh Jupyter kernel `kernel`, which must import minianimate (a cell's error
+    does not stop it; a cell may take `timeout` seconds), then run the hidden check of each exercise in that kernel."""
     import nbformat
     from nbclient import NotebookClient
 
@@ -182,7 +293,7 @@ def grade_notebook(path, timeout: int = 120) -> list[Result]:
     nb.cells.append(nbformat.v4.new_code_cell("from minianimate.course.grader import report as _report\n"
                                               f"_report({names!r}, globals())"))
     try:
-        NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True,
+        NotebookClient(nb, timeout=timeout, kernel_name=kernel, allow_errors=True,
                        resources={"metadata": {"path": str(path.parent)}}).execute()
     except Exception as e:  # a cell over the timeout, a dead kernel
         return [Result(n, "exception", f"the notebook did not finish: {type(e).__name__}: "
@@ -192,7 +303,10 @@ def grade_notebook(path, timeout: int = 120) -> list[Result]:
     line = next((ln for ln in text.splitlines() if ln.startswith(REPORT_TAG)), None)
     if line is None:
         error = next((f"{o.ename}: {o.evalue}" for o in nb.cells[-1].outputs if o.output_type == "error"), "no output")
-        return [Result(n, "exception", f"the grading cell failed: {error[:160]}", 0) for n in names]
+        if "No module named 'minianimate" in error:
+            error += (f" (the kernel {kernel!r} runs a Python without minianimate: install it there, or grade with "
+                      f"--kernel naming one that has it)")
+        return [Result(n, "exception", f"the grading cell failed: {error[:300]}", 0) for n in names]
     return [Result(**r) for r in json.loads(line.removeprefix(REPORT_TAG))]
 
 
