@@ -1,5 +1,6 @@
 """The course kit (course/, minianimate/course/): student notebooks built from the solutions, every solution passing,
-every student check failing with its message, and the grader catching the plausible mistakes (mutants)."""
+every student check failing with its message, and the grader catching the plausible mistakes (mutants).
+Delegations to the library's own versions: tests/test_course_cheats.py."""
 import math
 import re
 import time
@@ -58,6 +59,45 @@ def test_build_cuts_each_solution_to_one_raise_at_its_indentation():
 def test_build_refuses_unmatched_markers(source):
     with pytest.raises(ValueError, match="line"):
         cut_solutions(source, "nb.ipynb, cell 3")
+
+
+def test_build_out_writes_the_student_set_elsewhere_with_badges_to_that_repository(tmp_path, capsys):
+    """`build --out DIR --github URL`: the teacher's repository gets the student notebooks, nothing of the solutions."""
+    out = tmp_path / "animate-course" / "notebooks"
+    out.mkdir(parents=True)
+    (out / "99_my_extra.ipynb").write_text("{}")  # a teacher's own notebook: left alone
+    assert main(["build", "--out", str(out), "--github", "https://github.com/uni/animate-course/tree/spring/notebooks"]
+                ) == 0
+    assert capsys.readouterr().out.count("wrote ") == len(NOTEBOOKS)
+    assert sorted(p.stem for p in out.glob("*.ipynb")) == sorted([*NOTEBOOKS, "99_my_extra"])
+    theirs, ours = "uni/animate-course/blob/spring/notebooks/", "minianimate/minianimate/blob/main/course/student/"
+    for stem in NOTEBOOKS:
+        text = (out / f"{stem}.ipynb").read_text()
+        assert f"colab.research.google.com/github/{theirs}{stem}.ipynb" in text
+        assert "course/source" not in text and BEGIN not in text and END not in text
+        assert text.replace(theirs, ours) == (STUDENT / f"{stem}.ipynb").read_text(), f"{stem}: not just the badge"
+
+
+@pytest.mark.parametrize("args, error", [
+    (["--out", str(SOURCE)], "is the solution folder: the student notebooks would overwrite the solutions"),
+    (["--github", "github.com/uni/course"], "is not a GitHub folder address; expected https://github.com/ORG/REPO"),
+])
+def test_build_refuses_an_out_or_github_it_cannot_use(args, error, tmp_path, capsys):
+    assert main(["build", "--out", str(tmp_path), *args]) == 2
+    err = capsys.readouterr().err
+    assert error in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_what_you_built_links_to_the_repository_on_github():
+    """Every file a course notebook's prose names is a link to it on GitHub, and the file exists."""
+    url = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
+    for path in sorted(SOURCE.glob("*.ipynb")) + sorted(STUDENT.glob("*.ipynb")):
+        cells = nbformat.read(path, as_version=4).cells
+        prose = "\n".join(c.source for c in cells if c.cell_type == "markdown")
+        assert "What you built" in cells[-1].source and f"]({url}/blob/main/" in cells[-1].source, path.name
+        for name in re.findall(r"`((?:minianimate|notebooks|course|tests)/[\w/.-]+)`", prose):
+            assert f"[`{name}`]({url}/blob/main/{name})" in prose, f"{path.name}: {name} is not a link to {url}"
+            assert (ROOT / name).is_file(), f"{path.name} links to {name}, which the repository does not have"
 
 
 def test_notebooks_hold_every_exercise_in_the_course_order():
@@ -121,6 +161,13 @@ def test_grade_runs_a_notebook_in_a_kernel_and_prints_the_score_table(tmp_path, 
     assert re.search(r"06_ddim_alice\.ipynb +ddim_step +0/1 +✗ not implemented yet", table), table
     assert re.search(r"classifier_free_guidance +1/1 +✓ matches minianimate on 50 inputs", table), table
     assert table.splitlines()[-1].split() == ["total", "1/2"]
+
+
+def test_grade_refuses_a_kernel_jupyter_does_not_know_and_says_how_to_register_one(capsys):
+    assert main(["grade", "--kernel", "no-such-kernel", str(STUDENT / "01_attention.ipynb")]) == 2
+    err = capsys.readouterr().err
+    assert "no Jupyter kernel called 'no-such-kernel' (there are: " in err
+    assert "-m ipykernel install --user --name no-such-kernel" in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_grade_refuses_a_notebook_that_is_not_a_course_notebook(tmp_path, capsys):
