@@ -40,11 +40,9 @@ checkpoints: venv
 	$(VPY) -m minianimate train base --config configs/base.yaml
 	$(VPY) -m minianimate train outlined --config configs/outlined.yaml
 	$(VPY) -m minianimate train adapter --config configs/adapter.yaml
-	$(VPY) benchmarks/motion_lab.py --arms r3-slow-x0-weight --out runs/lab   # stage 2 (configs/motion.yaml's recipe),
-	$(VPY) benchmarks/motion_lab.py --arms r3-slow-x0-decay --out runs/lab    # then configs/motion_decay.yaml's
-	$(VPY) benchmarks/motion_lab.py --ship r3-slow-x0-decay --out runs/lab
-	$(VPY) benchmarks/motion_lab.py --arms r3-switch --out runs/lab           # then prompt travel's fine-tune
-	$(VPY) benchmarks/motion_lab.py --ship r3-switch --out runs/lab
+	$(VPY) -m minianimate train motion --config configs/motion.yaml          # stage 2, phase 1
+	$(VPY) -m minianimate train motion --config configs/motion_decay.yaml    # phase 2: the rate decayed
+	$(VPY) -m minianimate train motion --config configs/motion_travel.yaml   # phase 3: prompt travel's fine-tune
 	$(VPY) -m minianimate train motion-lora --config configs/motion_lora_zoom_in.yaml
 	$(VPY) -m minianimate train motion-lora --config configs/motion_lora_zoom_out.yaml
 	$(VPY) -m minianimate train controlnet --config configs/controlnet.yaml

@@ -32,7 +32,8 @@ def diffusion_loss(unet, text_encoder, latents: torch.Tensor, captions: list[str
                    weighting: str = "eps") -> torch.Tensor:
     """Epsilon MSE on a random batch of latents: images (N, C, h, w) for a UNet, clips (N, C, F, h, w) for a
     MotionUNet. One timestep per sample; captions dropped to "" with probability `text_dropout` (so the
-    model also learns the unconditional prediction that classifier-free guidance needs).
+    model also learns the unconditional prediction that classifier-free guidance needs). A clip's caption may be a
+    list of F captions, one per frame (`frame_captions`), as prompt travel samples.
 
     offset_noise: a per-sample, per-channel constant added to the noise, so a model can learn images whose
     mean brightness is far from its training data's. noise_share: see `frame_noise` (clips only).
@@ -43,7 +44,7 @@ def diffusion_loss(unet, text_encoder, latents: torch.Tensor, captions: list[str
     Under DDP the draws are those of the global batch (processes x batch) and this process keeps its `shard`.
     """
     checks.tensor("latents", latents, "(N, C, h, w)", "(N, C, F, h, w)")
-    checks.strings("captions", captions, len(latents), "latent")
+    captions = frame_captions(captions, len(latents), latents.shape[2] if latents.ndim == 5 else None)
     checks.whole("batch", batch)
     checks.probability("text_dropout", text_dropout)
     checks.finite("offset_noise", offset_noise, low=0)
@@ -64,8 +65,10 @@ def diffusion_loss(unet, text_encoder, latents: torch.Tensor, captions: list[str
     x0, noise, t, keep = shard(x0), shard(noise), shard(t), shard(torch.arange(batch)).tolist()
     device = next(unet.parameters()).device
     control = {} if conditions is None else {"control": conditions[shard(idx)].to(device)}
-    eps = unet(ddim.add_noise(x0, noise, t).to(device), t.to(device),
-               text_encoder.encode_prompt([prompts[i] for i in keep]), **control)
+    prompts = [prompts[i] for i in keep]
+    if any(not isinstance(p, str) for p in prompts):  # a prompt per frame: context (B*F, L, D)
+        prompts = [q for p in prompts for q in ([p] * x0.shape[2] if isinstance(p, str) else p)]
+    eps = unet(ddim.add_noise(x0, noise, t).to(device), t.to(device), text_encoder.encode_prompt(prompts), **control)
     if weighting == "eps":
         return F.mse_loss(eps, noise.to(device))
     per_sample = ((eps - noise.to(device)) ** 2).flatten(1).mean(1)
@@ -73,12 +76,26 @@ def diffusion_loss(unet, text_encoder, latents: torch.Tensor, captions: list[str
     return (per_sample * torch.clamp(1 / snr, min=1.0, max=X0_WEIGHT_CAP).to(device)).mean()
 
 
+def frame_captions(captions, count: int, frames: int | None) -> list:
+    """`count` captions, each a string or, for clips of `frames` frames, a list of `frames` strings (a caption per
+    frame) -> list; a one-line error otherwise."""
+    if frames is None or all(isinstance(c, str) for c in captions):
+        return checks.strings("captions", captions, count, "latent")
+    checks.same_count("captions", len(captions), count, "clip")
+    bad = next((c for c in captions if not isinstance(c, str) and (len(c) != frames or not all(
+        isinstance(q, str) for q in c))), None)
+    if bad is not None:
+        checks.fail("captions", f"must hold a string or a list of {frames} strings (one per frame) per clip",
+                    checks.show(bad), TypeError)
+    return [c if isinstance(c, str) else list(c) for c in captions]
+
+
 def fit(modules: dict, unet, text_encoder, latents, captions, ddim: DDIM, cfg: TrainConfig, run, params=None,
-        resume: bool = False, progress: bool = True, on_checkpoint=None, desc: str = "train",
+        resume: bool = False, progress: bool = True, on_checkpoint=None, desc: str = "train", before_step=None,
         **loss_options) -> Trainer:
     """Train `modules` (name -> nn.Module, what the checkpoints hold) on `diffusion_loss` of `unet`.
-    loss_options: text_dropout, offset_noise, noise_share, conditions, weighting. Returns the Trainer (losses,
-    step, EMA).
+    loss_options: text_dropout, offset_noise, noise_share, conditions, weighting. before_step(step): called before
+    each step's loss (e.g. to draw a domain adapter's scale). Returns the Trainer (losses, step, EMA).
     The models move to `cfg.device` first; the latents stay on the CPU and go over a batch at a time."""
     device = train_device(cfg)
     for module in (unet, text_encoder, *modules.values()):
@@ -86,8 +103,12 @@ def fit(modules: dict, unet, text_encoder, latents, captions, ddim: DDIM, cfg: T
     trainer = Trainer(modules, cfg, run, params=params)
     if resume and trainer.resume():
         print(f"resumed from step {trainer.step} ({run})")
-    trainer.fit(lambda step, g: diffusion_loss(unet, text_encoder, latents, captions, ddim, g, cfg.batch,
-                                               **loss_options),
+    def loss(step, generator):
+        if before_step is not None:
+            before_step(step)
+        return diffusion_loss(unet, text_encoder, latents, captions, ddim, generator, cfg.batch, **loss_options)
+
+    trainer.fit(loss,
                 on_checkpoint=on_checkpoint, desc=desc, progress=progress)
     return trainer
 
@@ -113,7 +134,7 @@ def train_motion_module(unet: MotionUNet, text_encoder, clips: torch.Tensor, cap
     checks.instance("unet", unet, MotionUNet, " (inflate the image UNet first: MotionUNet.from_unet)")
     checks.config(cfg, "cfg")
     checks.tensor("clips", clips, "(N, C, F, h, w)")
-    checks.strings("captions", captions, len(clips), "clip")
+    frame_captions(captions, len(clips), clips.shape[2])
     unet.requires_grad_(False)
     params = unet.motion_parameters()
     for p in params:

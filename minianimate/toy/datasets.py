@@ -31,17 +31,18 @@ def combos(held_out: bool | None = None) -> list[tuple[str, str, str]]:
 
 
 def image_set(n: int, seed: int, style: str | None = None, moving: float = 0.0,
-              margin: float = 0.0, hole: float = 0.0) -> tuple[np.ndarray, list[str]]:
+              margin: float = 0.0, hole: float = 0.0, background: str | None = None) -> tuple[np.ndarray, list[str]]:
     """n ShapeWorld images and captions, uint8 (n, 64, 64, 3).
 
     moving: the fraction of photos of moving shapes (a motion streak behind them, caption
     `a red circle moving left`), as an image dataset holds photos of running horses next to still ones.
     margin: every shape at least this far (px) from the frame's edge; hole: an outlined shape's hole at least this
-    wide (px) (both `sw.render_image`).
+    wide (px); background: None (the style's own) or "random" (the wider world's: `sw.random_background`) (all
+    `sw.render_image`).
     """
     rng = np.random.default_rng(seed)
     items = [sw.render_image(rng, style=style, direction=str(rng.choice(sw.DIRECTIONS)) if rng.random() < moving
-                             else None, margin=margin, hole=hole) for _ in range(n)]
+                             else None, margin=margin, hole=hole, background=background) for _ in range(n)]
     return np.stack([i[0] for i in items]), [i[1] for i in items]
 
 
@@ -56,11 +57,11 @@ def encode_images(vae, images: np.ndarray, captions: list[str], flip: bool = Tru
 
 
 def clip_set(n: int, seed: int, frames: int = 16, exclude=HELD_OUT, watermark: bool = True, still: float = 0.0,
-             only=None, speed_range=None):
+             only=None, speed_range=None, background: str | None = None):
     """n video-domain clips whose (colour, shape, direction) is not in `exclude`: uint8 (n, F, 64, 64, 3)
     and captions `a red circle moving left`; a fraction `still` are still shapes (`a red circle`).
     only: draw from these combinations alone (still the ones not in `exclude`); speed_range: px/frame (lo, hi),
-    default `shapeworld.SPEED_RANGE`."""
+    default `shapeworld.SPEED_RANGE`; background: as `image_set`'s."""
     rng = np.random.default_rng(seed)
     allowed = [x for x in (combos() if only is None else only) if x not in set(exclude)]
     if not allowed:
@@ -70,9 +71,33 @@ def clip_set(n: int, seed: int, frames: int = 16, exclude=HELD_OUT, watermark: b
         color, shape, direction = allowed[rng.integers(len(allowed))]
         direction = "still" if rng.random() < still else direction
         clip, text, _ = sw.render_clip(rng, frames, color, shape, direction, watermark=watermark,
-                                       speed_range=speed_range)
+                                       speed_range=speed_range, background=background)
         clips.append(clip)
         captions.append(text)
+    return np.stack(clips), captions
+
+
+def switch_set(n: int, seed: int, frames: int = 16, exclude=HELD_OUT, background: str | None = None):
+    """n clean clips of one trained shape and direction whose colour switches at frame k (frames/4 to 3 frames/4), the
+    same path drawn twice in two colours and cut at k, as prompt travel asks: uint8 (n, F, 64, 64, 3) and each clip's
+    captions, one per frame (the first colour's caption until frame k - 1, then the second's)."""
+    rng = np.random.default_rng(seed)
+    allowed = [x for x in combos() if x not in set(exclude)]
+    clips, captions = [], []
+    for _ in range(n):
+        _, shape, direction = allowed[rng.integers(len(allowed))]
+        before, after = (str(c) for c in rng.choice(list(sw.COLORS), 2, replace=False))
+        k, state = int(rng.integers(frames // 4, 3 * frames // 4 + 1)), int(rng.integers(2**31))
+        bg = background
+        while isinstance(bg, str):  # one background for both halves, standing out from both colours
+            bg = sw.random_background(rng, None if background == "random" else background, sw.COLORS[before])
+            bg = bg if np.linalg.norm(np.subtract(bg, sw.COLORS[after])) >= sw.MIN_SHAPE_CONTRAST else background
+        a, first, _ = sw.render_clip(np.random.default_rng(state), frames, before, shape, direction, watermark=False,
+                                     background=bg)
+        b, second, _ = sw.render_clip(np.random.default_rng(state), frames, after, shape, direction, watermark=False,
+                                      background=bg)
+        clips.append(np.concatenate([a[:k], b[k:]]))
+        captions.append([first] * k + [second] * (frames - k))
     return np.stack(clips), captions
 
 

@@ -10,6 +10,8 @@ Two *personalized* styles (`outlined`, `pastel`) stand in for DreamBooth/LoRA mo
 *camera motions* (`zoom-in`, `zoom-out`, `roll`) made by rule-based augmentation of still clips
 are the MotionLoRA references. Everything is numpy and deterministic from a `np.random.Generator`.
 """
+import colorsys
+
 import numpy as np
 from einops import reduce
 from PIL import Image
@@ -41,6 +43,10 @@ ROLL_DEGREES = 60.0  # total rotation of a `roll` clip
 TRAIL_ALPHAS = (0.3, 0.18, 0.08)  # faint copies behind a moving shape (a motion streak), nearest first
 TRAIL_GAP = 2.5  # px between the copies of a trail
 _SUPERSAMPLE = 4
+# The wider world (its LAION and WebVid are photographed on any background): flat backgrounds of four kinds,
+# drawn with `random_background`; a shape always stands out from its background by MIN_SHAPE_CONTRAST.
+BACKGROUND_KINDS = ("dark", "grey", "light", "coloured")
+MIN_SHAPE_CONTRAST = 90.0  # RGB distance between a shape's colour and its background
 
 # The caption grammar: "a {color} {shape}" or "a {color} {shape} moving {direction}".
 
@@ -101,30 +107,63 @@ def _coverage(shape: str, cx: float, cy: float, size: float, outline: float | No
     return cov
 
 
-def _palette(color: str, style: str | None) -> tuple[np.ndarray, np.ndarray]:
-    """(background RGB, shape RGB) as float arrays for a colour name and a style."""
+def random_background(rng: np.random.Generator, kind: str | None = None, avoid=None) -> tuple[float, ...]:
+    """A flat background colour (R, G, B) of one of BACKGROUND_KINDS (drawn uniformly if `kind` is None):
+    dark (each channel 0-50), grey (50-200, tinted by up to 8 levels a channel), light (each channel 190-255),
+    coloured (any hue, saturation 0.25-0.9, value 0.2-0.9). avoid: an RGB colour the background must stand out
+    from by MIN_SHAPE_CONTRAST (drawn again until it does)."""
+    kind = kind or str(rng.choice(BACKGROUND_KINDS))
+    if kind not in BACKGROUND_KINDS:
+        raise ValueError(f"unknown background kind {kind!r}; expected one of {BACKGROUND_KINDS}")
+    while True:
+        if kind == "dark":
+            rgb = rng.uniform(0, 50, 3)
+        elif kind == "grey":
+            rgb = rng.uniform(50, 200) + rng.uniform(-8, 8, 3)
+        elif kind == "light":
+            rgb = rng.uniform(190, 255, 3)
+        else:
+            rgb = np.array(colorsys.hsv_to_rgb(rng.uniform(), rng.uniform(0.25, 0.9), rng.uniform(0.2, 0.9))) * 255
+        if avoid is None or np.linalg.norm(rgb - np.asarray(avoid, float)) >= MIN_SHAPE_CONTRAST:
+            return tuple(float(v) for v in rgb)
+
+
+def _palette(color: str, style: str | None, background=None, rgb=None) -> tuple[np.ndarray, np.ndarray]:
+    """(background RGB, shape RGB) as float arrays for a colour name and a style; `background` (RGB) and `rgb`
+    (the shape's RGB) replace the style's own."""
     if style not in (None, *STYLES):
         raise ValueError(f"unknown style {style!r}; expected None or one of {STYLES}")
     if color not in COLORS:
         raise ValueError(f"unknown color {color!r}; expected one of {list(COLORS)}")
-    rgb = np.array(COLORS[color], float)
+    fg = np.array(COLORS[color] if rgb is None else rgb, float)
+    bg = np.array(BACKGROUND, float)
     if style == "pastel":
-        return np.array(PASTEL_BACKGROUND, float), 0.5 * rgb + 0.5 * np.array(PASTEL_WHITE, float)
-    return np.array(BACKGROUND, float), rgb
+        bg, fg = np.array(PASTEL_BACKGROUND, float), 0.5 * fg + 0.5 * np.array(PASTEL_WHITE, float)
+    return (bg if background is None else np.array(background, float)), fg
+
+
+def _background(rng: np.random.Generator, background, color: str, rgb) -> tuple | None:
+    """`background` as given to `render_*`: None (the style's own), "random" or a kind (drawn from `rng`, away from
+    the shape's colour), or an RGB triple."""
+    if background is None or not isinstance(background, str):
+        return background
+    return random_background(rng, None if background == "random" else background, COLORS[color] if rgb is None
+                             else rgb)
 
 
 _STEP = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
 
 
 def _draw(color: str, shape: str, style: str | None, size: float, outline: float | None,
-          centres: np.ndarray, trail: str | None = None) -> np.ndarray:
+          centres: np.ndarray, trail: str | None = None, background=None, rgb=None) -> np.ndarray:
     """Render one frame per centre (x, y): uint8 (F, H, W, 3).
 
     trail: a direction; faint copies of the shape (TRAIL_ALPHAS) are drawn behind it, the way a photo
     of a running horse shows which way it runs. It is what lets a single frame (and so the frozen image
     model, whose features are all a motion module sees) tell `moving left` from `moving right`.
+    background, rgb: RGB colours replacing the style's background and the named colour (`_palette`).
     """
-    bg, fg = _palette(color, style)
+    bg, fg = _palette(color, style, background, rgb)
     frames = []
     for cx, cy in centres:
         frame = bg
@@ -148,7 +187,7 @@ def _choose(rng: np.random.Generator, color, shape, style):
 
 
 def render_image(rng: np.random.Generator, color=None, shape=None, style=None, direction=None, margin: float = 0.0,
-                 hole: float = 0.0):
+                 hole: float = 0.0, background=None, rgb=None):
     """A clean T2I-domain image: (uint8 (H, W, 3), caption `a {color} {shape}`, meta dict).
 
     Unspecified colour/shape are drawn from `rng`; the shape lies fully inside the frame, at least `margin` px
@@ -158,6 +197,9 @@ def render_image(rng: np.random.Generator, color=None, shape=None, style=None, d
     hole: an `outlined` shape's hole is at least this wide (px) from its centre to the outline's inner edge
     (its size and width are drawn again until it is, its colour and shape kept; 0: as drawn, where a small triangle's 4 px outline may leave
     under 1 px, a hole the VAE closes).
+    background: None (the style's own: near-black, pastel's cream), "random" or one of BACKGROUND_KINDS (drawn by
+    `random_background`, away from the shape's colour), or an RGB triple. rgb: the shape's RGB instead of the named
+    colour's (the caption still names `color`).
     """
     if direction not in (None, *DIRECTIONS):
         raise ValueError(f"unknown direction {direction!r}; expected None or one of {DIRECTIONS}")
@@ -170,9 +212,11 @@ def render_image(rng: np.random.Generator, color=None, shape=None, style=None, d
     if not 0 <= margin < MAX_MARGIN:
         raise ValueError(f"margin must be in [0, {MAX_MARGIN:g}) px, got {margin}")
     centre = rng.uniform(size / 2 + margin, IMAGE_SIZE - size / 2 - margin, size=2)
-    image = _draw(color, shape, style, size, outline, centre[None], trail=direction)[0]
+    background = _background(rng, background, color, rgb)
+    image = _draw(color, shape, style, size, outline, centre[None], trail=direction, background=background,
+                  rgb=rgb)[0]
     meta = dict(color=color, shape=shape, style=style, size=size, outline=outline, direction=direction,
-                centre=tuple(float(v) for v in centre))
+                centre=tuple(float(v) for v in centre), background=background)
     return image, caption(color, shape, direction), meta
 
 
@@ -198,13 +242,14 @@ def _path(rng, frames, size, direction, speed):
 
 
 def render_clip(rng: np.random.Generator, frames=16, color=None, shape=None, direction=None,
-                style=None, watermark=True, speed_range=None):
+                style=None, watermark=True, speed_range=None, background=None):
     """A video-domain clip: (uint8 (F, H, W, 3), caption, meta dict).
 
     direction: one of DIRECTIONS (random if None) or "still" (caption without motion).
     The shape moves at SPEED_RANGE px/frame, or `speed_range` (lo, hi) if given (slower if `frames` is too
     long for the path to fit).
     watermark: add the video-domain defects (watermark box, blur, noise); False gives clean frames.
+    background: as `render_image`'s (drawn once for the whole clip).
     """
     color, shape, size, outline = _choose(rng, color, shape, style)
     direction = direction or str(rng.choice(DIRECTIONS))
@@ -219,26 +264,29 @@ def render_clip(rng: np.random.Generator, frames=16, color=None, shape=None, dir
         speed = min(rng.uniform(*(speed_range or SPEED_RANGE)), (IMAGE_SIZE - size) / max(frames - 1, 1))
         centres = _path(rng, frames, size, direction, speed)
     streak = direction if direction != "still" else None  # the motion streak (see `_draw`)
-    clip = _draw(color, shape, style, size, outline, centres, trail=streak)
+    background = _background(rng, background, color, None)
+    clip = _draw(color, shape, style, size, outline, centres, trail=streak, background=background)
     if watermark:
         clip = add_video_defects(rng, clip)
     meta = dict(color=color, shape=shape, style=style, size=size, direction=direction,
-                speed=speed, centres=centres)
+                speed=speed, centres=centres, background=background)
     return clip, caption(color, shape, direction), meta
 
 
 def render_camera_clip(rng: np.random.Generator, motion: str, frames=16, color=None, shape=None,
-                       style=None, watermark=True, zoom: float | None = None):
+                       style=None, watermark=True, zoom: float | None = None, background=None):
     """A MotionLoRA reference: a still clip seen by a moving camera (`camera_augment`, zooming by `zoom`).
 
     The shape is placed near the centre so it stays whole in the most zoomed/rotated frame.
     The caption is the still caption (`a red circle`): the camera motion is not in the caption.
+    background: as `render_image`'s.
     Returns (uint8 (F, H, W, 3), caption, meta dict).
     """
     color, shape, size, outline = _choose(rng, color, shape, style)
     margin = IMAGE_SIZE / 2 / (zoom or ZOOM_SCALE) - size / 2 - 1  # centre offset that stays in the crop
     centre = IMAGE_SIZE / 2 + rng.uniform(-margin, margin, size=2)
-    clip = _draw(color, shape, style, size, outline, np.repeat(centre[None], frames, axis=0))
+    background = _background(rng, background, color, None)
+    clip = _draw(color, shape, style, size, outline, np.repeat(centre[None], frames, axis=0), background=background)
     clip = camera_augment(clip, motion, zoom)
     if watermark:  # the watermark sits on the screen, so it is added after the camera moved
         clip = add_video_defects(rng, clip)

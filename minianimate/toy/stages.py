@@ -29,7 +29,7 @@ from minianimate.toy import datasets
 from minianimate.toy.control import ControlNetStage, controlnet_stage
 from minianimate.toy.evaluation import held_out_check
 from minianimate.toy.models import (CHECKPOINTS, FILES, TOY_MOTION, TOY_UNET, check_config, check_stage_inputs,
-                                    default_run, load_motion_unet, load_text_encoder, load_vae, toy_ddim, SHIP_DTYPE)
+                                    default_run, load_motion_unet, load_text_encoder, load_vae, read_json, toy_ddim, SHIP_DTYPE)
 from minianimate.toy.personalization import LORA_TARGETS, OutlinedStage, PastelStage, outlined_stage, pastel_stage
 from minianimate.toy.text_encoder import ToyTextEncoder
 from minianimate.toy.vae import make_vae, render_mix, set_scaling_factor, vae_loss
@@ -42,6 +42,8 @@ class VAEStage(TrainConfig):
     pool: int = 8000  # rendered frames (`render_mix`) to train on
     crop: int = 32  # random square crops (px) per training sample
     kl_weight: float = 1e-6
+    wide: bool = False  # the wider world's frames (`vae.render_wide_mix`: any background, any shape colour)
+    norm_groups: int = 16  # GroupNorm groups of a fresh VAE (diffusers' `norm_num_groups`)
     decoder_only: bool = False  # start from the VAE in the checkpoint folder and train its decoder alone (the
     # encoder, its latents and the scaling factor stay as they are, so every later stage stays valid: SD's ft-MSE VAE)
 
@@ -60,6 +62,7 @@ class VideoData:
     frames: int = 16
     text_dropout: float = 0.1
     watermark: bool = True  # rendered clips carry the video-domain defects (False: clean clips)
+    background: str | None = None  # rendered clips' backgrounds: None (near-black) or "random" (the wider world)
 
 
 @dataclass
@@ -77,6 +80,10 @@ class MotionStage(TrainConfig, VideoData):
     adapter_scale: float = 1.0  # the domain adapter during training (the paper: 1)
     gradient_checkpointing: bool = False
     init: str | None = None  # continue from a motion-module file (in the checkpoint folder, or a path)
+    adapter_file: str | None = None  # another domain adapter (in the checkpoint folder, or a path)
+    adapter_mix: bool = False  # the adapter's scale drawn uniformly from [0, adapter_scale] at every step
+    switch: float = 0.0  # that many clips again (a fraction) whose colour switches mid-clip, captioned per frame
+    temporal: str = "attention"  # or "conv": the parameter-matched TemporalConv (the paper's ablation)
     heads: int = TOY_MOTION["heads"]
     max_frames: int = TOY_MOTION["max_frames"]
     check: bool = True  # the held-out check at each checkpoint
@@ -108,11 +115,12 @@ def report(stage: str, out: Path, started: float, trainer=None, **numbers) -> No
 
 
 def vae_stage(cfg: VAEStage, out: Path, run: Path, resume: bool, progress: bool):
-    vae = (load_vae(out).requires_grad_(False) if cfg.decoder_only else make_vae()).to(train_device(cfg))
+    vae = load_vae(out).requires_grad_(False) if cfg.decoder_only else make_vae(norm_num_groups=cfg.norm_groups)
+    vae = vae.to(train_device(cfg))
     if cfg.decoder_only:
         vae.decoder.requires_grad_(True)
         vae.post_quant_conv.requires_grad_(True)
-    data = to_tensor(render_mix(cfg.pool, cfg.seed))  # (pool, 3, 64, 64)
+    data = to_tensor(render_mix(cfg.pool, cfg.seed, cfg.wide))  # (pool, 3, 64, 64)
     trainer = Trainer({"vae": vae}, cfg, run)
     if resume and trainer.resume():
         print(f"resumed from step {trainer.step} ({run})")
@@ -151,7 +159,7 @@ def training_clips(vae, cfg: VideoData, exclude=datasets.HELD_OUT, clips: int = 
         pixels, captions = datasets.folder_set(cfg.data, cfg.frames, cfg.stride, cfg.seed)
         return encode_clips(vae, pixels), captions
     pixels, captions = datasets.clip_set(clips, cfg.seed + 2000, cfg.frames, exclude, watermark=cfg.watermark,
-                                         still=still)
+                                         still=still, background=cfg.background)
     return encode_clips(vae, pixels), captions
 
 
@@ -172,50 +180,87 @@ def adapter_stage(cfg: AdapterStage, out: Path, run: Path, resume: bool, progres
     return {"trainer": trainer, "lora_parameters": lora.num_parameters(), "clips": len(clips)}
 
 
-def _adapter(unet, out: Path, scale: float) -> LoRA | None:
-    """The shipped domain adapter attached (frozen) at `scale`; None at scale 0 or without one."""
-    if not scale or not (out / FILES["adapter"]).exists():
+def _adapter(unet, out: Path, scale: float, file: str | None = None) -> LoRA | None:
+    """The shipped domain adapter (or `file`, in `out` or a path) attached (frozen) at `scale`; None at scale 0 or
+    without one."""
+    path = out / (file or FILES["adapter"])
+    if not scale or not path.exists():
         return None
-    return LoRA.load(unet, out / FILES["adapter"], scale=scale).requires_grad_(False)
+    return LoRA.load(unet, path, scale=scale).requires_grad_(False)
 
 
-def motion_stage(cfg: MotionStage, out: Path, run: Path, resume: bool, progress: bool):
-    """Stage 2: base UNet and domain adapter frozen, only the motion modules train, on clip latents; a few
-    held-out clips are generated at every checkpoint (adapter off) and their figures kept."""
+def train_motion(cfg: MotionStage, out: Path, run: Path, resume: bool, progress: bool, data=None, on_check=None):
+    """Stage 2 as `train motion` trains it, without the export: base UNet and domain adapter frozen, only the motion
+    modules train, on clip latents. data: (latents (n, 4, F, 16, 16), captions) instead of the config's clips (the
+    motion lab's rungs). At each checkpoint a few held-out clips are generated (adapter off; `cfg.check`) and
+    `on_check(trainer, unet, adapter)` runs (its dict joins the check's row); the checks so far are kept in
+    run/checks.json (a resumed run goes on with them). Returns (unet, trainer, checks, number of clips)."""
     vae, text_encoder = load_vae(out), load_text_encoder(out)
-    motion = {"heads": cfg.heads, "max_frames": cfg.max_frames}
-    unet = load_motion_unet(out, motion)
+    unet = load_motion_unet(out, {"heads": cfg.heads, "max_frames": cfg.max_frames, "temporal": cfg.temporal})
     if cfg.init:
         load_motion_module(unet, out / cfg.init, verbose=False)
-    adapter = _adapter(unet, out, cfg.adapter_scale)
-    latents, captions = training_clips(vae, cfg, clips=cfg.clips, still=cfg.still)
-    ddim, history = toy_ddim(), []
+    adapter = _adapter(unet, out, cfg.adapter_scale, cfg.adapter_file)
+    latents, captions = data or training_clips(vae, cfg, clips=cfg.clips, still=cfg.still)
+    if data is None and cfg.switch:  # prompt travel: clips whose colour switches mid-clip, captioned per frame
+        clips, switched = datasets.switch_set(round(cfg.switch * len(latents)), cfg.seed + 3000, cfg.frames,
+                                              background=cfg.background)
+        latents, captions = torch.cat([latents, encode_clips(vae, clips)]), captions + switched
+    ddim, log = toy_ddim(), run / "checks.json"
+    history = [row for row in json.loads(log.read_text()) if resume] if log.exists() else []
 
     def check(trainer):
+        history[:] = [row for row in history if row["step"] < trainer.step]
         unet.eval()
-        pipe = AnimationPipeline(vae, text_encoder, unet, ddim, adapter)
-        pipe.noise_share = cfg.noise_share
-        figures = held_out_check(pipe, cfg.frames)
+        last = trainer.losses[-50:]
+        row = {"step": trainer.step, "loss": sum(last) / len(last)}
+        if adapter is not None:
+            adapter.enabled = False
+        if cfg.check:
+            pipe = AnimationPipeline(vae, text_encoder, unet, ddim)
+            pipe.noise_share = cfg.noise_share
+            row.update(held_out_check(pipe, cfg.frames))
+            print(f"step {trainer.step}: loss {row['loss']:.4f}, held-out direction "
+                  f"{row['held_out_direction']:.2f}, colour {row['color']:.2f}")
+        row.update((on_check(trainer, unet, adapter) if on_check else None) or {})
         if adapter is not None:
             adapter.scale, adapter.enabled = cfg.adapter_scale, True
         unet.train()
-        last = trainer.losses[-50:]
-        history.append({"step": trainer.step, "loss": sum(last) / len(last), **figures})
-        print(f"step {trainer.step}: loss {history[-1]['loss']:.4f}, held-out direction "
-              f"{figures['held_out_direction']:.2f}, colour {figures['color']:.2f}")
+        history.append(row)
+        if trainer.rank == 0:
+            atomic_write(log, lambda tmp: Path(tmp).write_text(json.dumps(history, indent=1)))
+
+    def mix_adapter(step):  # the adapter's scale drawn from [0, adapter_scale] at every step, from the step alone
+        adapter.scale = cfg.adapter_scale * float(torch.rand(1, generator=torch.Generator().manual_seed(
+            cfg.seed * 1_000_003 + step)))
 
     trainer = stages.train_motion_module(unet, text_encoder, latents, captions, ddim, cfg, run,
                                          cfg.gradient_checkpointing, resume=resume, progress=progress,
-                                         on_checkpoint=check if cfg.check else None, text_dropout=cfg.text_dropout,
-                                         noise_share=cfg.noise_share, weighting=cfg.weighting)
+                                         on_checkpoint=check if cfg.check or on_check else None,
+                                         before_step=mix_adapter if cfg.adapter_mix and adapter else None,
+                                         text_dropout=cfg.text_dropout, noise_share=cfg.noise_share,
+                                         weighting=cfg.weighting)
+    return unet, trainer, history, len(latents)
+
+
+def motion_stage(cfg: MotionStage, out: Path, run: Path, resume: bool, progress: bool):
+    """Stage 2 (`train_motion`), exported: motion_module.safetensors (official layout) and motion_module.json (its
+    shape, config and checks); with `init` naming the shipped module, the json's earlier phases and checks go first."""
+    unet, trainer, history, clips = train_motion(cfg, out, run, resume, progress)
     trainer.use_ema()
     if trainer.rank == 0:
+        before = read_json(out / FILES["motion_config"]) if cfg.init == FILES["motion"] and (
+            out / FILES["motion_config"]).exists() else {}
+        earlier = before.get("phases") or ([{"source": before.get("source"), "steps": before["steps"]}] if before else [])
+        phases = earlier + [{"config": asdict(cfg), "steps": trainer.step}]
+        offset = sum(phase["steps"] for phase in phases[:-1])
+        checks = before.get("checks", []) + [{**row, "step": row["step"] + offset, "phase": len(phases)}
+                                             for row in history]
         save_motion_module(unet, out / FILES["motion"], "official")
-        (out / FILES["motion_config"]).write_text(json.dumps(
-            {"motion": motion, "frames": cfg.frames, "noise_share": cfg.noise_share, "held_out": datasets.HELD_OUT,
-             "config": asdict(cfg),
-             "checks": history}, indent=2))
-    return {"trainer": trainer, "clips": len(latents),
+        atomic_write(out / FILES["motion_config"], lambda tmp: Path(tmp).write_text(json.dumps(
+            {"motion": {"heads": cfg.heads, "max_frames": cfg.max_frames}, "frames": cfg.frames,
+             "noise_share": cfg.noise_share, "held_out": datasets.HELD_OUT, "steps": offset + trainer.step,
+             "phases": phases, "checks": checks}, indent=1)))
+    return {"trainer": trainer, "clips": clips,
             "motion_parameters": sum(p.numel() for p in unet.motion_parameters())}
 
 

@@ -26,13 +26,16 @@ def make_vae(**overrides):
     return AutoencoderKL(**{**VAE_CONFIG, **overrides})
 
 
-def render_mix(n: int, seed: int) -> np.ndarray:
+def render_mix(n: int, seed: int, wide: bool = False) -> np.ndarray:
     """n frames covering every domain the VAE must decode: uint8 (n, 64, 64, 3).
 
     30% clean images, 20% outlined, 20% pastel (half of each a moving shape with its motion streak),
     20% watermarked video frames, 10% zoomed camera frames. The thin outlines and the pale pastel colours
     are the hardest to keep through a 4x downsampling, hence their share.
+    wide: the wider world (`render_wide_mix`) instead.
     """
+    if wide:
+        return render_wide_mix(n, seed)
     rng = np.random.default_rng(seed)
     frames = []
     for u in rng.random(n):
@@ -47,6 +50,33 @@ def render_mix(n: int, seed: int) -> np.ndarray:
             frames.append(sw.render_clip(rng, frames=1, style=rng.choice([None, None, "pastel"]))[0][0])
         else:
             frames.append(sw.render_camera_clip(rng, "zoom-in", frames=2)[0][int(rng.integers(2))])
+    return np.stack(frames)
+
+
+def render_wide_mix(n: int, seed: int) -> np.ndarray:
+    """n frames of the wider world, as an image autoencoder sees photos of anything: uint8 (n, 64, 64, 3).
+
+    35% clean images on random backgrounds (`shapeworld.random_background`: dark, grey, light, coloured), 15% the
+    same with the shape in a random colour (so no shape colour is new to the VAE), 10% outlined (half on random
+    backgrounds), 10% pastel on its cream, 20% video frames (watermarked, random backgrounds), 10% zoomed camera
+    frames (random backgrounds). Half of the images show a moving shape with its motion streak.
+    """
+    rng = np.random.default_rng(seed)
+    frames = []
+    for u in rng.random(n):
+        direction = str(rng.choice(sw.DIRECTIONS)) if rng.random() < 0.5 else None
+        if u < 0.5:
+            rgb = tuple(rng.uniform(0, 255, 3)) if u >= 0.35 else None
+            frames.append(sw.render_image(rng, direction=direction, background="random", rgb=rgb)[0])
+        elif u < 0.6:
+            background = "random" if rng.random() < 0.5 else None
+            frames.append(sw.render_image(rng, style="outlined", direction=direction, background=background)[0])
+        elif u < 0.7:
+            frames.append(sw.render_image(rng, style="pastel", direction=direction)[0])
+        elif u < 0.9:
+            frames.append(sw.render_clip(rng, frames=1, background="random")[0][0])
+        else:
+            frames.append(sw.render_camera_clip(rng, "zoom-in", frames=2, background="random")[0][int(rng.integers(2))])
     return np.stack(frames)
 
 

@@ -1,0 +1,115 @@
+"""The wider world: backgrounds of four kinds for images and clips, the VAE's wider mix, prompt travel's colour-switch
+clips with a caption per frame, and the motion stage trained on them through the library's loss."""
+import numpy as np
+import pytest
+import torch
+
+from minianimate.ddim import DDIM
+from minianimate.stages import diffusion_loss
+from minianimate.toy import metrics
+from minianimate.toy import shapeworld as sw
+from minianimate.toy.datasets import clip_set, image_set, switch_set
+from minianimate.toy.text_encoder import ToyTextEncoder
+from minianimate.toy.vae import render_mix
+
+
+def _corner(frame):
+    return frame[:2, :2].reshape(-1, 3).astype(float)
+
+
+@pytest.mark.parametrize("kind", sw.BACKGROUND_KINDS)
+def test_a_background_kind_is_flat_and_stands_out_from_the_shape(kind):
+    rng = np.random.default_rng(0)
+    for _ in range(12):
+        image, text, meta = sw.render_image(rng, background=kind)
+        corner = _corner(image)
+        assert (corner == corner[0]).all() and np.allclose(corner[0], np.round(meta["background"]))
+        assert np.linalg.norm(np.subtract(meta["background"], sw.COLORS[meta["color"]])) >= sw.MIN_SHAPE_CONTRAST
+        assert metrics.classify_color(image) == meta["color"] and text == sw.caption(meta["color"], meta["shape"])
+    with pytest.raises(ValueError, match="unknown background kind 'pink'"):
+        sw.random_background(rng, "pink")
+
+
+def test_the_default_background_draws_nothing_so_the_shipped_data_stay_the_same():
+    a = sw.render_image(np.random.default_rng(3))
+    b = sw.render_image(np.random.default_rng(3), background=None)
+    assert (a[0] == b[0]).all() and (_corner(a[0]) == sw.BACKGROUND).all()
+    assert (render_mix(6, 0) == render_mix(6, 0, wide=False)).all()
+
+
+def test_random_backgrounds_cover_dark_and_light_and_clips_keep_one_background():
+    images, _ = image_set(40, 0, background="random")
+    luma = np.array([_corner(x)[0].mean() for x in images])
+    assert luma.min() < 50 and luma.max() > 190
+    clips, _ = clip_set(3, 0, frames=4, watermark=False, background="random")
+    for clip in clips:
+        corners = np.stack([_corner(f)[0] for f in clip])
+        assert (corners == corners[0]).all()
+    wide = render_mix(30, 0, wide=True)
+    assert len({tuple(_corner(x)[0]) for x in wide}) > 20  # not two backgrounds
+
+
+def test_switch_clips_change_colour_at_their_frame_keep_one_path_and_caption_every_frame():
+    clips, captions = switch_set(3, seed=0, frames=16)
+    assert clips.shape == (3, 16, 64, 64, 3) and clips.dtype == np.uint8
+    for clip, per_frame in zip(clips, captions):
+        assert len(per_frame) == 16 and len(set(per_frame)) == 2
+        k = per_frame.index(per_frame[-1])
+        assert 4 <= k <= 12
+        colours = [metrics.classify_color(frame) for frame in clip]
+        assert colours == [c.split()[1] for c in per_frame]
+        assert metrics.describe(clip)["max_jump"] < 2.0  # one path across the cut: no jump
+    clips, captions = switch_set(2, seed=1, frames=8, background="light")
+    assert all(_corner(clip[0])[0].mean() >= 190 for clip in clips)
+
+
+def test_a_caption_per_frame_reaches_each_frame_and_a_wrong_length_is_refused():
+    seen = {}
+
+    class Recorder(torch.nn.Linear):  # a "UNet" that keeps the context it was given
+        def forward(self, xt, t, context):
+            seen["context"] = context
+            return torch.zeros_like(xt)
+
+    encoder = ToyTextEncoder(dim=16, layers=1, heads=2)
+    x0 = torch.randn(1, 4, 3, 8, 8)
+    per_frame = [["a red circle", "a red circle", "a blue circle"]]
+    diffusion_loss(Recorder(1, 1), encoder, x0, per_frame, DDIM(), torch.Generator().manual_seed(0), 2,
+                   text_dropout=0.0)
+    expected = encoder.encode_prompt(per_frame[0] * 2)
+    assert seen["context"].shape[0] == 6 and torch.allclose(seen["context"], expected)
+    with pytest.raises(TypeError, match="one per frame"):
+        diffusion_loss(Recorder(1, 1), encoder, x0, [["a red circle"] * 2], DDIM(), torch.Generator(), 2)
+
+
+def test_the_motion_stage_trains_switch_clips_under_a_mixed_adapter_and_resumes_with_its_checks(tmp_path):
+    """`train motion`'s own path with the lab's levers: colour-switch clips, the adapter's scale drawn per step, the
+    wider world's backgrounds; the checks a run made are kept when it resumes to more steps, and the export chains
+    onto the module it started from."""
+    import json
+    import shutil
+
+    from minianimate.toy.models import CHECKPOINTS
+    from minianimate.toy.stages import MotionStage, motion_stage, train_motion
+
+    out = tmp_path / "ckpt"
+    shutil.copytree(CHECKPOINTS, out)
+    cfg = MotionStage(steps=2, batch=2, clips=2, frames=4, checkpoint_every=1, switch=0.5, adapter_mix=True,
+                      background="random", check=False, init="motion_module.safetensors")
+    scales = []
+
+    def on_check(trainer, unet, adapter):
+        assert not adapter.enabled  # checks sample with the adapter off
+        return {"scale": adapter.scale}
+
+    unet, trainer, history, clips = train_motion(cfg, out, tmp_path / "run", False, False, on_check=on_check)
+    scales = [row["scale"] for row in history]
+    assert clips == 3 and [row["step"] for row in history] == [1, 2]
+    assert len(set(scales)) == 2 and all(0 <= s <= 1 for s in scales)  # a scale per step, not the config's 1.0
+    cfg4 = MotionStage(**{**cfg.__dict__, "steps": 3})
+    _, trainer, history, _ = train_motion(cfg4, out, tmp_path / "run", True, False, on_check=on_check)
+    assert [row["step"] for row in history] == [1, 2, 3] and [r["scale"] for r in history[:2]] == scales
+    before = json.loads((out / "motion_module.json").read_text())
+    motion_stage(MotionStage(**{**cfg.__dict__, "steps": 1}), out, tmp_path / "run2", False, False)
+    after = json.loads((out / "motion_module.json").read_text())
+    assert after["steps"] == before["steps"] + 1 and after["phases"][-1]["steps"] == 1
