@@ -5,7 +5,7 @@ VPY      := $(VENV)/bin/python
 TORCH    ?= torch==2.13.0
 NB_TIMEOUT ?= 600
 
-.PHONY: venv demo test test-py test-nb exercises bench checkpoints clean
+.PHONY: venv demo test test-py test-nb notebooks exercises bench checkpoints clean
 
 venv: $(VENV)/.installed
 
@@ -27,6 +27,11 @@ test-py: venv
 test-nb: venv
 	MINIANIMATE_QUICK=1 $(VPY) -m pytest --nbval-lax --nbval-current-env \
 		--nbval-cell-timeout=$(NB_TIMEOUT) -p no:cacheprovider notebooks course/source course/student
+
+# Re-execute every notebook in quick mode and store its outputs in place, all from one commit (commit first: it
+# refuses a working tree that differs from HEAD). tests/test_notebooks.py checks the outputs came from one commit.
+notebooks: venv
+	$(VPY) notebooks/run_notebooks.py --timeout $(NB_TIMEOUT)
 
 # The course's student notebooks, rebuilt from the solution notebooks (commit the result; tests/test_course.py
 # fails when they drift apart).

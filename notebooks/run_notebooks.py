@@ -1,0 +1,67 @@
+"""Re-execute the notebooks in quick mode and store their outputs in place: `make notebooks`.
+
+    python notebooks/run_notebooks.py                      # every notebook, in order
+    python notebooks/run_notebooks.py 06 07                # some of them (by number or file name)
+
+The stored outputs are what a reader sees on GitHub, so they come from one commit: the run refuses a working tree
+whose tracked files differ from HEAD (commit first; `--dirty` runs anyway and says so in the metadata), and records
+the commit in each notebook's metadata, `"minianimate": {"commit": ..., "quick": true}`. tests/test_notebooks.py
+checks that every notebook carries the same clean commit and that its code cells are that commit's.
+"""
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+MAX_BYTES = 2_000_000  # a stored notebook stays readable on a web page
+
+
+def git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def provenance(allow_dirty: bool) -> dict:
+    """The commit the outputs come from; refuses (or, with allow_dirty, records) tracked files that differ from it."""
+    dirty = git("status", "--porcelain", "--untracked-files=no").splitlines()
+    if dirty and not allow_dirty:
+        sys.exit("error: tracked files differ from HEAD, so the outputs would come from no commit:\n  "
+                 + "\n  ".join(dirty) + "\ncommit them first (or pass --dirty to run anyway)")
+    return {"commit": git("rev-parse", "HEAD"), "quick": True, **({"dirty": True} if dirty else {})}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("notebooks", nargs="*", help="numbers or file names (default: all)")
+    parser.add_argument("--timeout", type=int, default=600, help="seconds a cell may take")
+    parser.add_argument("--dirty", action="store_true", help="run on a working tree that differs from HEAD")
+    args = parser.parse_args()
+    paths = sorted(HERE.glob("[0-9][0-9]_*.ipynb"))
+    if args.notebooks:
+        paths = [p for p in paths if any(p.name.startswith(n) for n in args.notebooks)]
+    stamp = provenance(args.dirty)
+    os.environ["MINIANIMATE_QUICK"] = "1"  # the kernels inherit it: quick mode
+    total = time.perf_counter()
+    for path in paths:
+        started = time.perf_counter()
+        nb = nbformat.read(path, as_version=4)
+        for cell in nb.cells:
+            cell.get("metadata", {}).pop("execution", None)  # no timestamps: the diff shows what changed
+        NotebookClient(nb, timeout=args.timeout, kernel_name="python3", record_timing=False,
+                       resources={"metadata": {"path": str(HERE)}}).execute()
+        nb.metadata["minianimate"] = stamp
+        nbformat.write(nb, path)
+        size = path.stat().st_size
+        print(f"{path.name}: {time.perf_counter() - started:.0f} s, {size / 1e6:.2f} MB"
+              + ("  (over the 2 MB limit)" if size > MAX_BYTES else ""), flush=True)
+    print(f"{len(paths)} notebooks in {time.perf_counter() - total:.0f} s, commit {stamp['commit'][:12]}")
+
+
+if __name__ == "__main__":
+    main()
