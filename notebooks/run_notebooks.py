@@ -17,6 +17,7 @@ from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -47,20 +48,27 @@ def main() -> None:
         paths = [p for p in paths if any(p.name.startswith(n) for n in args.notebooks)]
     stamp = provenance(args.dirty)
     os.environ["MINIANIMATE_QUICK"] = "1"  # the kernels inherit it: quick mode
-    total = time.perf_counter()
+    total, failed = time.perf_counter(), []
     for path in paths:
         started = time.perf_counter()
         nb = nbformat.read(path, as_version=4)
         for cell in nb.cells:
             cell.get("metadata", {}).pop("execution", None)  # no timestamps: the diff shows what changed
-        NotebookClient(nb, timeout=args.timeout, kernel_name="python3", record_timing=False,
-                       resources={"metadata": {"path": str(HERE)}}).execute()
+        try:
+            NotebookClient(nb, timeout=args.timeout, kernel_name="python3", record_timing=False,
+                           resources={"metadata": {"path": str(HERE)}}).execute()
+        except CellExecutionError as err:  # stored with its error output, to read; the run goes on
+            failed.append(f"{path.name}: {str(err).strip().splitlines()[-1]}")
         nb.metadata["minianimate"] = stamp
         nbformat.write(nb, path)
         size = path.stat().st_size
         print(f"{path.name}: {time.perf_counter() - started:.0f} s, {size / 1e6:.2f} MB"
-              + ("  (over the 2 MB limit)" if size > MAX_BYTES else ""), flush=True)
+              + ("  (over the 2 MB limit)" if size > MAX_BYTES else "") + ("  FAILED" if failed and
+                                                                             failed[-1].startswith(path.name) else ""),
+              flush=True)
     print(f"{len(paths)} notebooks in {time.perf_counter() - total:.0f} s, commit {stamp['commit'][:12]}")
+    if failed:
+        sys.exit("failed:\n  " + "\n  ".join(failed))
 
 
 if __name__ == "__main__":
