@@ -113,3 +113,13 @@ def test_the_motion_stage_trains_switch_clips_under_a_mixed_adapter_and_resumes_
     motion_stage(MotionStage(**{**cfg.__dict__, "steps": 1}), out, tmp_path / "run2", False, False)
     after = json.loads((out / "motion_module.json").read_text())
     assert after["steps"] == before["steps"] + 1 and after["phases"][-1]["steps"] == 1
+
+
+def test_any_shape_colour_gets_a_background_it_stands_out_from_and_an_impossible_one_is_an_error():
+    rng = np.random.default_rng(0)
+    for rgb in [(0, 0, 0), (20, 30, 10), (255, 255, 255), (128, 128, 128), (230, 210, 40)]:
+        for _ in range(20):
+            bg = sw.random_background(rng, avoid=rgb)
+            assert np.linalg.norm(np.subtract(bg, rgb)) >= sw.MIN_SHAPE_CONTRAST
+    with pytest.raises(ValueError, match="no dark background stands out from"):
+        sw.random_background(rng, "dark", avoid=(20, 20, 20))

@@ -111,21 +111,24 @@ def random_background(rng: np.random.Generator, kind: str | None = None, avoid=N
     """A flat background colour (R, G, B) of one of BACKGROUND_KINDS (drawn uniformly if `kind` is None):
     dark (each channel 0-50), grey (50-200, tinted by up to 8 levels a channel), light (each channel 190-255),
     coloured (any hue, saturation 0.25-0.9, value 0.2-0.9). avoid: an RGB colour the background must stand out
-    from by MIN_SHAPE_CONTRAST (drawn again until it does)."""
-    kind = kind or str(rng.choice(BACKGROUND_KINDS))
-    if kind not in BACKGROUND_KINDS:
+    from by MIN_SHAPE_CONTRAST (drawn again until it does; with `kind` None the kind is drawn again too, so a dark
+    shape gets a light background)."""
+    if kind not in (None, *BACKGROUND_KINDS):
         raise ValueError(f"unknown background kind {kind!r}; expected one of {BACKGROUND_KINDS}")
-    while True:
-        if kind == "dark":
+    for _ in range(1000):
+        kind_now = kind or str(rng.choice(BACKGROUND_KINDS))
+        if kind_now == "dark":
             rgb = rng.uniform(0, 50, 3)
-        elif kind == "grey":
+        elif kind_now == "grey":
             rgb = rng.uniform(50, 200) + rng.uniform(-8, 8, 3)
-        elif kind == "light":
+        elif kind_now == "light":
             rgb = rng.uniform(190, 255, 3)
         else:
             rgb = np.array(colorsys.hsv_to_rgb(rng.uniform(), rng.uniform(0.25, 0.9), rng.uniform(0.2, 0.9))) * 255
         if avoid is None or np.linalg.norm(rgb - np.asarray(avoid, float)) >= MIN_SHAPE_CONTRAST:
             return tuple(float(v) for v in rgb)
+    raise ValueError(f"no {kind} background stands out from {tuple(avoid)} by {MIN_SHAPE_CONTRAST:g} RGB levels: "
+                     "choose another kind (or None)")
 
 
 def _palette(color: str, style: str | None, background=None, rgb=None) -> tuple[np.ndarray, np.ndarray]:

@@ -35,6 +35,7 @@ from minianimate.toy.text_encoder import ToyTextEncoder
 from minianimate.toy.vae import make_vae, render_mix, set_scaling_factor, vae_loss
 
 ADAPTER_TARGETS = LORA_TARGETS  # the domain adapter's choices are the image LoRA's
+BETA_SCHEDULES = ("linear", "scaled_linear")  # a motion stage's choices (`minianimate.ddim.make_betas`)
 
 
 @dataclass
@@ -53,6 +54,7 @@ class BaseStage(TrainConfig):
     images: int = 8000
     moving: float = 0.5  # fraction of photos of moving shapes (motion streak, caption with the direction)
     text_dropout: float = 0.1
+    background: str | None = None  # None (near-black) or "random" (the wider world's, `shapeworld.random_background`)
 
 
 @dataclass
@@ -89,6 +91,9 @@ class MotionStage(TrainConfig, VideoData):
     check: bool = True  # the held-out check at each checkpoint
     noise_share: float = 0.0  # fraction of the noise's variance shared by the frames (PYoCo), also at sampling
     weighting: str = "eps"  # the loss over timesteps: "eps" or "x0" (see minianimate.stages.diffusion_loss)
+    positional: bool = True  # the motion modules' frame-position encoding (False: the ablation without it)
+    beta_schedule: str = "linear"  # the noise schedule it trains and samples on: the base's "linear" (as the paper's
+    # motion stage) or "scaled_linear" (the ablation; written to motion_module.json, which `generate` follows)
 
 
 @dataclass
@@ -138,7 +143,7 @@ def vae_stage(cfg: VAEStage, out: Path, run: Path, resume: bool, progress: bool)
 def base_stage(cfg: BaseStage, out: Path, run: Path, resume: bool, progress: bool):
     """The base T2I: UNet + toy text encoder on ShapeWorld image latents (the VAE is already trained)."""
     vae = load_vae(out)
-    images, captions = datasets.image_set(cfg.images, cfg.seed, moving=cfg.moving)
+    images, captions = datasets.image_set(cfg.images, cfg.seed, moving=cfg.moving, background=cfg.background)
     latents, captions = datasets.encode_images(vae, images, captions)  # + mirror images, `left`/`right` swapped
     unet, text_encoder = UNet(TOY_UNET), ToyTextEncoder()
     trainer = stages.fit({"unet": unet, "text_encoder": text_encoder}, unet, text_encoder, latents, captions,
@@ -153,13 +158,15 @@ def base_stage(cfg: BaseStage, out: Path, run: Path, resume: bool, progress: boo
     return {"trainer": trainer}
 
 
-def training_clips(vae, cfg: VideoData, exclude=datasets.HELD_OUT, clips: int = 2000, still: float = 0.0):
-    """The stage's clips as latents (n, 4, F, 16, 16) and captions (`cfg.data` folder, or rendered)."""
+def training_clips(vae, cfg: VideoData, exclude=datasets.HELD_OUT, clips: int = 2000, still: float = 0.0,
+                   speed_range=None):
+    """The stage's clips as latents (n, 4, F, 16, 16) and captions (`cfg.data` folder, or rendered; their shapes
+    moving at `speed_range` px/frame, default `shapeworld.SPEED_RANGE`)."""
     if cfg.data:
         pixels, captions = datasets.folder_set(cfg.data, cfg.frames, cfg.stride, cfg.seed)
         return encode_clips(vae, pixels), captions
     pixels, captions = datasets.clip_set(clips, cfg.seed + 2000, cfg.frames, exclude, watermark=cfg.watermark,
-                                         still=still, background=cfg.background)
+                                         still=still, speed_range=speed_range, background=cfg.background)
     return encode_clips(vae, pixels), captions
 
 
@@ -196,7 +203,8 @@ def train_motion(cfg: MotionStage, out: Path, run: Path, resume: bool, progress:
     `on_check(trainer, unet, adapter)` runs (its dict joins the check's row); the checks so far are kept in
     run/checks.json (a resumed run goes on with them). Returns (unet, trainer, checks, number of clips)."""
     vae, text_encoder = load_vae(out), load_text_encoder(out)
-    unet = load_motion_unet(out, {"heads": cfg.heads, "max_frames": cfg.max_frames, "temporal": cfg.temporal})
+    unet = load_motion_unet(out, {"heads": cfg.heads, "max_frames": cfg.max_frames, "temporal": cfg.temporal,
+                                  "positional": cfg.positional})
     if cfg.init:
         load_motion_module(unet, out / cfg.init, verbose=False)
     adapter = _adapter(unet, out, cfg.adapter_scale, cfg.adapter_file)
@@ -205,7 +213,7 @@ def train_motion(cfg: MotionStage, out: Path, run: Path, resume: bool, progress:
         clips, switched = datasets.switch_set(round(cfg.switch * len(latents)), cfg.seed + 3000, cfg.frames,
                                               background=cfg.background)
         latents, captions = torch.cat([latents, encode_clips(vae, clips)]), captions + switched
-    ddim, log = toy_ddim(), run / "checks.json"
+    ddim, log = toy_ddim(cfg.beta_schedule), run / "checks.json"
     history = [row for row in json.loads(log.read_text()) if resume] if log.exists() else []
 
     def check(trainer):
@@ -257,9 +265,10 @@ def motion_stage(cfg: MotionStage, out: Path, run: Path, resume: bool, progress:
                                              for row in history]
         save_motion_module(unet, out / FILES["motion"], "official")
         atomic_write(out / FILES["motion_config"], lambda tmp: Path(tmp).write_text(json.dumps(
-            {"motion": {"heads": cfg.heads, "max_frames": cfg.max_frames}, "frames": cfg.frames,
-             "noise_share": cfg.noise_share, "held_out": datasets.HELD_OUT, "steps": offset + trainer.step,
-             "phases": phases, "checks": checks}, indent=1)))
+            {"motion": {"heads": cfg.heads, "max_frames": cfg.max_frames, "positional": cfg.positional},
+             "frames": cfg.frames, "noise_share": cfg.noise_share, "beta_schedule": cfg.beta_schedule,
+             "held_out": datasets.HELD_OUT, "steps": offset + trainer.step, "phases": phases, "checks": checks},
+            indent=1)))
     return {"trainer": trainer, "clips": clips,
             "motion_parameters": sum(p.numel() for p in unet.motion_parameters())}
 
@@ -309,7 +318,7 @@ def run_stage(stage: str, config, out=CHECKPOINTS, resume: bool = False, progres
     overrides = dict(device=device, dtype=dtype, steps=steps)  # --device, --dtype, --steps
     cfg = check_config(replace(cfg, **{k: v for k, v in overrides.items() if v is not None}), where)
     out, run = Path(out), Path(run or default_run(stage, config, cfg))
-    check_stage_inputs(stage, cfg, out, where, {"targets": ADAPTER_TARGETS})
+    check_stage_inputs(stage, cfg, out, where, {"targets": ADAPTER_TARGETS, "beta_schedule": BETA_SCHEDULES})
     if resume:
         check_resume(run, cfg, where)
     elif (run / "trainer_state.pt").exists():
