@@ -29,6 +29,7 @@ from minianimate.autoencoder import to_tensor, to_uint8
 from minianimate.toy import evaluation
 from minianimate.toy import shapeworld as sw
 from minianimate.toy.models import CHECKPOINTS, load_vae
+from minianimate.toy.provenance import provenance
 from minianimate.toy.vae import psnr
 
 ROOT = Path(__file__).parent.parent
@@ -110,7 +111,10 @@ def main():
             psnr = "     -" if f["psnr"] is None else f"{f['psnr']:6.2f}"
             print(f"  {name:9s} PSNR {psnr} dB  background std {f['background_std']:5.2f}  "
                   f"inside {f['inside']:.0%}  hole {f['hole']:.0%}")
-    Path(args.out).write_text(json.dumps({"n": args.n, "rows": rows}, indent=1) + "\n")
+    stamp = {"by_section": {label: provenance("vae", root=folder) for folder, label in
+                            zip(args.checkpoints, args.labels or args.checkpoints)}}
+    Path(args.out).write_text(json.dumps({"n": args.n, "pairs": args.pairs, "rows": rows, "provenance": stamp},
+                                         indent=1) + "\n")
 
 
 if __name__ == "__main__":

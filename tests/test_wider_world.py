@@ -123,3 +123,12 @@ def test_any_shape_colour_gets_a_background_it_stands_out_from_and_an_impossible
             assert np.linalg.norm(np.subtract(bg, rgb)) >= sw.MIN_SHAPE_CONTRAST
     with pytest.raises(ValueError, match="no dark background stands out from"):
         sw.random_background(rng, "dark", avoid=(20, 20, 20))
+
+
+def test_each_kind_reads_back_as_itself_mostly_and_the_styles_backgrounds_as_dark_and_light():
+    rng = np.random.default_rng(0)
+    for kind in ("dark", "grey", "light"):
+        assert all(sw.background_kind(sw.random_background(rng, kind)) == kind for _ in range(50))
+    coloured = [sw.background_kind(sw.random_background(rng, "coloured")) for _ in range(200)]
+    assert coloured.count("coloured") >= 150  # a dull or dark hue may read as grey or dark
+    assert sw.background_kind(sw.BACKGROUND) == "dark" and sw.background_kind(sw.PASTEL_BACKGROUND) == "light"

@@ -109,7 +109,7 @@ def _coverage(shape: str, cx: float, cy: float, size: float, outline: float | No
 
 def random_background(rng: np.random.Generator, kind: str | None = None, avoid=None) -> tuple[float, ...]:
     """A flat background colour (R, G, B) of one of BACKGROUND_KINDS (drawn uniformly if `kind` is None):
-    dark (each channel 0-50), grey (50-200, tinted by up to 8 levels a channel), light (each channel 190-255),
+    dark (each channel 0-50), grey (60-180, tinted by up to 8 levels a channel), light (each channel 190-255),
     coloured (any hue, saturation 0.25-0.9, value 0.2-0.9). avoid: an RGB colour the background must stand out
     from by MIN_SHAPE_CONTRAST (drawn again until it does; with `kind` None the kind is drawn again too, so a dark
     shape gets a light background)."""
@@ -120,7 +120,7 @@ def random_background(rng: np.random.Generator, kind: str | None = None, avoid=N
         if kind_now == "dark":
             rgb = rng.uniform(0, 50, 3)
         elif kind_now == "grey":
-            rgb = rng.uniform(50, 200) + rng.uniform(-8, 8, 3)
+            rgb = rng.uniform(60, 180) + rng.uniform(-8, 8, 3)
         elif kind_now == "light":
             rgb = rng.uniform(190, 255, 3)
         else:
@@ -129,6 +129,18 @@ def random_background(rng: np.random.Generator, kind: str | None = None, avoid=N
             return tuple(float(v) for v in rgb)
     raise ValueError(f"no {kind} background stands out from {tuple(avoid)} by {MIN_SHAPE_CONTRAST:g} RGB levels: "
                      "choose another kind (or None)")
+
+
+def background_kind(rgb) -> str:
+    """Which of BACKGROUND_KINDS an RGB background colour reads as: dark (every channel <= 50), light (every channel
+    >= 190), grey (channels within 16 levels of each other), else coloured. Near-black and pastel's cream are dark
+    and light."""
+    rgb = np.asarray(rgb, float)
+    if rgb.max() <= 50:
+        return "dark"
+    if rgb.min() >= 190:
+        return "light"
+    return "grey" if rgb.max() - rgb.min() <= 16 else "coloured"
 
 
 def _palette(color: str, style: str | None, background=None, rgb=None) -> tuple[np.ndarray, np.ndarray]:
