@@ -5,7 +5,8 @@ holds: the text of its stored outputs, its code (the settings its cells use), an
 `benchmarks/results/`, `data_samples/` jsons and yamls, named anywhere in the notebook). A number found nowhere is a
 figure nothing in the notebook backs, which is how prose goes stale when a model is retrained and the cells re-run.
 Numbers that are not measurements are left out by rule (section numbers, list markers, notebook numbers, anything
-inside `code` or $math$, names such as SD1.5 or 2D) or by the explicit list below.
+inside `code` or $math$, names such as SD1.5 or 2D) or by the explicit list below. The check is by value, not by
+place: a stale figure that happens to equal another number the notebook holds passes; one held nowhere fails.
 """
 import json
 import re
@@ -116,6 +117,22 @@ def unbacked(notebook: Path) -> list[str]:
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
 def test_every_figure_in_the_prose_is_backed_by_the_notebook(notebook):
     assert unbacked(notebook) == []
+
+
+def test_a_figure_the_notebook_does_not_hold_is_found(tmp_path):
+    import nbformat
+
+    def notebook(prose: str, printed: str) -> Path:
+        cell = nbformat.v4.new_code_cell("print(loss)")
+        cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=printed)]
+        path = tmp_path / f"{len(list(tmp_path.iterdir()))}.ipynb"
+        nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(prose), cell]), path)
+        return path
+
+    prose = "## 2. Training\n\nAfter 1,500 steps the loss fell to 0.12 and 83% of clips moved (`steps=10` in code)."
+    assert unbacked(notebook(prose, "1500 steps: loss 0.1234, direction 0.833")) == []
+    assert unbacked(notebook(prose, "1800 steps: loss 0.1234, direction 0.833")) == ["cell 0: 1,500"]
+    assert unbacked(notebook(prose, "1500 steps: loss 0.131, direction 0.75")) == ["cell 0: 0.12", "cell 0: 83%"]
 
 
 if __name__ == "__main__":  # list what each notebook's prose states without backing
