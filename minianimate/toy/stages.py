@@ -30,6 +30,7 @@ from minianimate.toy.control import ControlNetStage, controlnet_stage
 from minianimate.toy.evaluation import held_out_check
 from minianimate.toy.models import (CHECKPOINTS, FILES, TOY_MOTION, TOY_UNET, check_config, check_stage_inputs,
                                     default_run, load_motion_unet, load_text_encoder, load_vae, read_json, toy_ddim, SHIP_DTYPE)
+from minianimate.toy.provenance import provenance
 from minianimate.toy.personalization import LORA_TARGETS, OutlinedStage, PastelStage, outlined_stage, pastel_stage
 from minianimate.toy.text_encoder import ToyTextEncoder
 from minianimate.toy.vae import make_vae, render_mix, set_scaling_factor, vae_loss
@@ -44,6 +45,7 @@ class VAEStage(TrainConfig):
     crop: int = 32  # random square crops (px) per training sample
     kl_weight: float = 1e-6
     wide: bool = False  # the wider world's frames (`vae.render_wide_mix`: any background, any shape colour)
+    anything: float = 0.0  # with `wide`: the share of clean images in colours from the whole RGB cube
     norm_groups: int = 16  # GroupNorm groups of a fresh VAE (diffusers' `norm_num_groups`)
     decoder_only: bool = False  # start from the VAE in the checkpoint folder and train its decoder alone (the
     # encoder, its latents and the scaling factor stay as they are, so every later stage stays valid: SD's ft-MSE VAE)
@@ -125,7 +127,7 @@ def vae_stage(cfg: VAEStage, out: Path, run: Path, resume: bool, progress: bool)
     if cfg.decoder_only:
         vae.decoder.requires_grad_(True)
         vae.post_quant_conv.requires_grad_(True)
-    data = to_tensor(render_mix(cfg.pool, cfg.seed, cfg.wide))  # (pool, 3, 64, 64)
+    data = to_tensor(render_mix(cfg.pool, cfg.seed, cfg.wide, cfg.anything))  # (pool, 3, 64, 64)
     trainer = Trainer({"vae": vae}, cfg, run)
     if resume and trainer.resume():
         print(f"resumed from step {trainer.step} ({run})")
@@ -267,8 +269,8 @@ def motion_stage(cfg: MotionStage, out: Path, run: Path, resume: bool, progress:
         atomic_write(out / FILES["motion_config"], lambda tmp: Path(tmp).write_text(json.dumps(
             {"motion": {"heads": cfg.heads, "max_frames": cfg.max_frames, "positional": cfg.positional},
              "frames": cfg.frames, "noise_share": cfg.noise_share, "beta_schedule": cfg.beta_schedule,
-             "held_out": datasets.HELD_OUT, "steps": offset + trainer.step, "phases": phases, "checks": checks},
-            indent=1)))
+             "held_out": datasets.HELD_OUT, "steps": offset + trainer.step, "phases": phases, "checks": checks,
+             "provenance": provenance("vae", "text_encoder", "base", root=out)}, indent=1)))
     return {"trainer": trainer, "clips": clips,
             "motion_parameters": sum(p.numel() for p in unet.motion_parameters())}
 

@@ -26,16 +26,16 @@ def make_vae(**overrides):
     return AutoencoderKL(**{**VAE_CONFIG, **overrides})
 
 
-def render_mix(n: int, seed: int, wide: bool = False) -> np.ndarray:
+def render_mix(n: int, seed: int, wide: bool = False, anything: float = 0.0) -> np.ndarray:
     """n frames covering every domain the VAE must decode: uint8 (n, 64, 64, 3).
 
     30% clean images, 20% outlined, 20% pastel (half of each a moving shape with its motion streak),
     20% watermarked video frames, 10% zoomed camera frames. The thin outlines and the pale pastel colours
     are the hardest to keep through a 4x downsampling, hence their share.
-    wide: the wider world (`render_wide_mix`) instead.
+    wide: the wider world (`render_wide_mix`, with `anything`) instead.
     """
     if wide:
-        return render_wide_mix(n, seed)
+        return render_wide_mix(n, seed, anything)
     rng = np.random.default_rng(seed)
     frames = []
     for u in rng.random(n):
@@ -53,13 +53,23 @@ def render_mix(n: int, seed: int, wide: bool = False) -> np.ndarray:
     return np.stack(frames)
 
 
-def render_wide_mix(n: int, seed: int) -> np.ndarray:
+def any_colours(rng: np.random.Generator) -> tuple[tuple, tuple]:
+    """A (background, shape) RGB pair drawn uniformly from the whole RGB cube, MIN_SHAPE_CONTRAST apart."""
+    while True:
+        bg, fg = rng.uniform(0, 255, (2, 3))
+        if np.linalg.norm(bg - fg) >= sw.MIN_SHAPE_CONTRAST:
+            return tuple(bg), tuple(fg)
+
+
+def render_wide_mix(n: int, seed: int, anything: float = 0.0) -> np.ndarray:
     """n frames of the wider world, as an image autoencoder sees photos of anything: uint8 (n, 64, 64, 3).
 
     35% clean images on random backgrounds (`shapeworld.random_background`: dark, grey, light, coloured), 15% the
     same with the shape in a random colour (so no shape colour is new to the VAE), 10% outlined (half on random
     backgrounds), 10% pastel on its cream, 20% video frames (watermarked, random backgrounds), 10% zoomed camera
     frames (random backgrounds). Half of the images show a moving shape with its motion streak.
+    anything: the fraction of the clean images whose background and shape colours are drawn from the whole RGB cube
+    instead (`any_colours`): colours no ShapeWorld kind draws, as photos hold colours no caption names.
     """
     rng = np.random.default_rng(seed)
     frames = []
@@ -67,7 +77,10 @@ def render_wide_mix(n: int, seed: int) -> np.ndarray:
         direction = str(rng.choice(sw.DIRECTIONS)) if rng.random() < 0.5 else None
         if u < 0.5:
             rgb = tuple(rng.uniform(0, 255, 3)) if u >= 0.35 else None
-            frames.append(sw.render_image(rng, direction=direction, background="random", rgb=rgb)[0])
+            background = "random"
+            if anything and rng.random() < anything:
+                background, rgb = any_colours(rng)
+            frames.append(sw.render_image(rng, direction=direction, background=background, rgb=rgb)[0])
         elif u < 0.6:
             background = "random" if rng.random() < 0.5 else None
             frames.append(sw.render_image(rng, style="outlined", direction=direction, background=background)[0])
