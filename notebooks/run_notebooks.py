@@ -17,7 +17,7 @@ from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError
+from nbclient.exceptions import CellExecutionError, CellTimeoutError
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -47,7 +47,8 @@ def main() -> None:
     if args.notebooks:
         paths = [p for p in paths if any(p.name.startswith(n) for n in args.notebooks)]
     stamp = provenance(args.dirty)
-    os.environ["MINIANIMATE_QUICK"] = "1"  # the kernels inherit it: quick mode
+    os.environ["MINIANIMATE_QUICK"] = "1"  # the kernels inherit it: quick mode,
+    os.environ["OMP_NUM_THREADS"] = "1"  # and one thread, as `make test` runs them (the notebooks set torch's to 1)
     total, failed = time.perf_counter(), []
     for path in paths:
         started = time.perf_counter()
@@ -57,7 +58,7 @@ def main() -> None:
         try:
             NotebookClient(nb, timeout=args.timeout, kernel_name="python3", record_timing=False,
                            resources={"metadata": {"path": str(HERE)}}).execute()
-        except CellExecutionError as err:  # stored with its error output, to read; the run goes on
+        except (CellExecutionError, CellTimeoutError) as err:  # stored with its error output, to read; the run goes on
             failed.append(f"{path.name}: {str(err).strip().splitlines()[-1]}")
         nb.metadata["minianimate"] = stamp
         nbformat.write(nb, path)
