@@ -11,7 +11,7 @@ import torch
 from einops import rearrange, repeat
 from torch import nn
 
-from minianimate.motion_module import MotionModule
+from minianimate.motion_module import MotionModule, PositionalEncoding
 from minianimate.temporal_conv import TemporalConv, matched_hidden
 from minianimate.unet import UNet
 
@@ -26,6 +26,7 @@ class MotionConfig:
     groups: int | None = None
     layers: int = 1  # temporal transformer blocks per module
     temporal: str = "attention"  # or "conv": a parameter-matched `TemporalConv` (the paper's ablation)
+    positional: bool = True  # False: no frame-position encoding (its buffers zeroed; the ablation without it)
 
 
 # The official releases on SD1.5: mm_sd_v15.ckpt, mm_sd_v15_v2.ckpt, v3_sd15_mm.ckpt.
@@ -79,6 +80,9 @@ class MotionUNet(UNet):
             block.motion_modules = modules(block, len(block.resnets))  # after each resnet(+attention) pair
         if mc.mid_block:
             self.mid_block.motion_modules = modules(self.mid_block, 1)  # between attention and second resnet
+        if not mc.positional:  # the ablation: frames differ to the temporal attention by their content alone
+            for encoding in (m for m in self.modules() if isinstance(m, PositionalEncoding)):
+                encoding.pe.zero_()
 
     def forward(self, sample: torch.Tensor, timestep, context: torch.Tensor,
                 down_block_additional_residuals=None, mid_block_additional_residual=None) -> torch.Tensor:

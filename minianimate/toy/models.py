@@ -56,8 +56,9 @@ NEEDS = {"vae": (), "base": ("vae",), **{s: ("vae", "text_encoder", "base") for 
          "motion-lora": ("vae", "text_encoder", "base", "motion", "motion_config")}
 
 
-def toy_ddim() -> DDIM:
-    return DDIM(**TOY_SCHEDULE)
+def toy_ddim(beta_schedule: str = TOY_SCHEDULE["beta_schedule"]) -> DDIM:
+    """The toy's DDIM; `beta_schedule` 'scaled_linear' only for a motion stage trained on it (the ablation)."""
+    return DDIM(**{**TOY_SCHEDULE, "beta_schedule": beta_schedule})
 
 
 def shipped(name: str, root=CHECKPOINTS) -> Path:
@@ -234,10 +235,11 @@ def load_pipeline(model: str = "base", root=CHECKPOINTS, device=None, dtype=None
     """The shipped toy checkpoints as the paper plugs them: base UNet + motion module + domain adapter (scale 0
     until asked), then the personalized `model` ('base', 'outlined', 'pastel', a UNet folder or LoRA file). On the CPU
     unless `device` says otherwise ('auto', 'cuda', ...), with `dtype` autocast (`minianimate.device`)."""
-    unet = load_motion_unet(root).eval().requires_grad_(False)
-    pipe = AnimationPipeline(load_vae(root), load_text_encoder(root), unet, toy_ddim(), device=device, dtype=dtype)
+    unet, config = load_motion_unet(root).eval().requires_grad_(False), read_json(shipped("motion_config", root))
+    ddim = toy_ddim(config.get("beta_schedule", TOY_SCHEDULE["beta_schedule"]))  # the motion stage's schedule
+    pipe = AnimationPipeline(load_vae(root), load_text_encoder(root), unet, ddim, device=device, dtype=dtype)
     pipe.motion_lora_folder = Path(root) / FILES["motion_loras"]
-    pipe.noise_share = json.loads(shipped("motion_config", root).read_text()).get("noise_share", 0.0)
+    pipe.noise_share = config.get("noise_share", 0.0)
     if (Path(root) / FILES["adapter"]).exists():
         pipe.adapter = read_shipped("adapter", root, lambda path: LoRA.load(unet, path, scale=0.0))
         pipe.adapter.requires_grad_(False)
