@@ -146,14 +146,18 @@ def _eval(args):
 
 
 def _demo(args):
-    from minianimate.toy.models import CHECKPOINTS
-
     root = checkpoints(args, "vae", "text_encoder", "base", "motion", "motion_config", "outlined", "pastel",
                        "adapter")
     out, device = out_folder(args.out), pick_device(args.device)
     from minianimate.toy.demo import run_demo
 
     run_demo(out, root=root, device=device, dtype=args.dtype)
+
+
+def _ablate(args):
+    from minianimate.toy.ablations import run_ablation
+
+    run_ablation(args.name, args.quick, args.resume, checkpoints(args), out_folder(args.out) if args.out else None)
 
 
 def _convert(args):
@@ -260,6 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
     precision(p)
     p.add_argument("--out", default="outputs", help="folder for figures and animations")
     p.add_argument("--checkpoints", **where)
+    p = command("ablate", _ablate, "the paper's ablations: train every arm of NAME, measure it, write its json")
+    p.add_argument("name", metavar="NAME", help="an ablation of minianimate/toy/ablations.py (a wrong one lists them)")
+    p.add_argument("--quick", action="store_true", help="a few steps and clips, in a temporary folder")
+    p.add_argument("--resume", action="store_true", help="continue stopped arms, keep finished ones")
+    p.add_argument("--checkpoints", **where)
+    p.add_argument("--out", default=None, metavar="DIR", help="folder of NAME.json (default: data_samples/ablations)")
     p = command("convert", _convert, "a motion module to diffusers (MotionAdapter folder) or official (.ckpt)")
     p.add_argument("source", help="motion-module file (.ckpt/.safetensors) or MotionAdapter folder")
     p.add_argument("out", help="output folder (--to diffusers) or .ckpt/.safetensors file (--to official)")
