@@ -10,13 +10,15 @@ Two *personalized* styles (`outlined`, `pastel`) stand in for DreamBooth/LoRA mo
 *camera motions* (`zoom-in`, `zoom-out`, `roll`) made by rule-based augmentation of still clips
 are the MotionLoRA references. Everything is numpy and deterministic from a `np.random.Generator`.
 """
-import colorsys
-
 import numpy as np
 from einops import reduce
-from PIL import Image
 
 from minianimate.data import flip_caption  # noqa: F401  (the caption-aware flip; re-exported)
+from minianimate.toy.backgrounds import (  # noqa: F401  (re-exported)
+    BACKGROUND_KINDS, MIN_SHAPE_CONTRAST, background_kind, random_background)
+from minianimate.toy.video_effects import (  # noqa: F401  (re-exported)
+    CAMERA_MOTIONS, MIRRORED_WATERMARK_BOX, NOISE_STD, ROLL_DEGREES, WATERMARK_ALPHA, WATERMARK_BOX, ZOOM_SCALE,
+    add_video_defects, add_watermark, camera_augment)
 
 IMAGE_SIZE = 64
 BACKGROUND = (15, 15, 15)
@@ -27,26 +29,15 @@ COLORS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (50, 80, 230),
 SHAPES = ("circle", "square", "triangle")
 DIRECTIONS = ("left", "right", "up", "down")
 STYLES = ("outlined", "pastel")
-CAMERA_MOTIONS = ("zoom-in", "zoom-out", "roll")
 SIZE_RANGE = (14, 22)  # shape diameter / side / base, px
 SPEED_RANGE = (0.6, 1.0)  # px per frame: 9-15 px over 16 frames (issue 23: the motion lab's "slower world")
 OUTLINE_RANGE = (3.0, 4.0)  # outline width of the `outlined` style, px (about one 16x16 latent pixel)
 INRADIUS = {"circle": 0.5, "square": 0.5, "triangle": 1 / (1 + np.sqrt(5))}  # the largest depth (`_depth`) / size
 MAX_MARGIN = (IMAGE_SIZE - SIZE_RANGE[1]) / 2  # px: `render_image`'s margin stays below it (the largest shape fits)
 MAX_HOLE = INRADIUS["triangle"] * SIZE_RANGE[1] - OUTLINE_RANGE[0]  # px: `render_image`'s hole stays below it
-WATERMARK_BOX = (slice(56, 62), slice(42, 62))  # rows 56-61, columns 42-61: frame[WATERMARK_BOX]
-MIRRORED_WATERMARK_BOX = (slice(56, 62), slice(2, 22))  # where a left-right flip moves it
-WATERMARK_ALPHA = 0.45
-NOISE_STD = 3.0  # sensor noise of the video domain, in uint8 levels
-ZOOM_SCALE = 1.5  # zoom-in ends on the central 1/1.5 of the frame
-ROLL_DEGREES = 60.0  # total rotation of a `roll` clip
 TRAIL_ALPHAS = (0.3, 0.18, 0.08)  # faint copies behind a moving shape (a motion streak), nearest first
 TRAIL_GAP = 2.5  # px between the copies of a trail
 _SUPERSAMPLE = 4
-# The wider world (its LAION and WebVid are photographed on any background): flat backgrounds of four kinds,
-# drawn with `random_background`; a shape always stands out from its background by MIN_SHAPE_CONTRAST.
-BACKGROUND_KINDS = ("dark", "grey", "light", "coloured")
-MIN_SHAPE_CONTRAST = 90.0  # RGB distance between a shape's colour and its background
 
 # The caption grammar: "a {color} {shape}" or "a {color} {shape} moving {direction}".
 
@@ -105,42 +96,6 @@ def _coverage(shape: str, cx: float, cy: float, size: float, outline: float | No
     inside = (d >= 0) if outline is None else (d >= 0) & (d < outline)
     cov[y0:y1, x0:x1] = reduce(inside.astype(float), "(h sy) (w sx) -> h w", "mean", sy=_SUPERSAMPLE, sx=_SUPERSAMPLE)
     return cov
-
-
-def random_background(rng: np.random.Generator, kind: str | None = None, avoid=None) -> tuple[float, ...]:
-    """A flat background colour (R, G, B) of one of BACKGROUND_KINDS (drawn uniformly if `kind` is None):
-    dark (each channel 0-50), grey (60-180, tinted by up to 8 levels a channel), light (each channel 190-255),
-    coloured (any hue, saturation 0.25-0.9, value 0.2-0.9). avoid: an RGB colour the background must stand out
-    from by MIN_SHAPE_CONTRAST (drawn again until it does; with `kind` None the kind is drawn again too, so a dark
-    shape gets a light background)."""
-    if kind not in (None, *BACKGROUND_KINDS):
-        raise ValueError(f"unknown background kind {kind!r}; expected one of {BACKGROUND_KINDS}")
-    for _ in range(1000):
-        kind_now = kind or str(rng.choice(BACKGROUND_KINDS))
-        if kind_now == "dark":
-            rgb = rng.uniform(0, 50, 3)
-        elif kind_now == "grey":
-            rgb = rng.uniform(60, 180) + rng.uniform(-8, 8, 3)
-        elif kind_now == "light":
-            rgb = rng.uniform(190, 255, 3)
-        else:
-            rgb = np.array(colorsys.hsv_to_rgb(rng.uniform(), rng.uniform(0.25, 0.9), rng.uniform(0.2, 0.9))) * 255
-        if avoid is None or np.linalg.norm(rgb - np.asarray(avoid, float)) >= MIN_SHAPE_CONTRAST:
-            return tuple(float(v) for v in rgb)
-    raise ValueError(f"no {kind} background stands out from {tuple(avoid)} by {MIN_SHAPE_CONTRAST:g} RGB levels: "
-                     "choose another kind (or None)")
-
-
-def background_kind(rgb) -> str:
-    """Which of BACKGROUND_KINDS an RGB background colour reads as: dark (every channel <= 50), light (every channel
-    >= 190), grey (channels within 16 levels of each other), else coloured. Near-black and pastel's cream are dark
-    and light."""
-    rgb = np.asarray(rgb, float)
-    if rgb.max() <= 50:
-        return "dark"
-    if rgb.min() >= 190:
-        return "light"
-    return "grey" if rgb.max() - rgb.min() <= 16 else "coloured"
 
 
 def _palette(color: str, style: str | None, background=None, rgb=None) -> tuple[np.ndarray, np.ndarray]:
@@ -308,53 +263,3 @@ def render_camera_clip(rng: np.random.Generator, motion: str, frames=16, color=N
     meta = dict(color=color, shape=shape, style=style, size=size, direction="still",
                 camera=motion, centre=tuple(float(v) for v in centre))
     return clip, caption(color, shape), meta
-
-
-# ---------------------------------------------------------------------------------------------
-# Video-domain defects and camera motion
-
-def add_watermark(frames: np.ndarray) -> np.ndarray:
-    """Blend a white box (alpha 0.45) into WATERMARK_BOX of every frame: uint8 (..., H, W, 3)."""
-    out = frames.astype(float)
-    out[..., WATERMARK_BOX[0], WATERMARK_BOX[1], :] *= 1 - WATERMARK_ALPHA
-    out[..., WATERMARK_BOX[0], WATERMARK_BOX[1], :] += WATERMARK_ALPHA * 255
-    return np.round(out).astype(np.uint8)
-
-
-def add_video_defects(rng: np.random.Generator, clip: np.ndarray) -> np.ndarray:
-    """WebVid-like defects: mild [1, 2, 1] blur, the watermark, then noise. uint8 (F, H, W, 3)."""
-    x = clip.astype(float)
-    for axis in (1, 2):  # separable blur over rows then columns, edges replicated
-        pad = np.concatenate([x.take([0], axis), x, x.take([-1], axis)], axis=axis)
-        n = x.shape[axis]
-        x = (pad.take(range(0, n), axis) + 2 * pad.take(range(1, n + 1), axis)
-             + pad.take(range(2, n + 2), axis)) / 4
-    x = add_watermark(np.round(x).astype(np.uint8)).astype(float)
-    x += rng.normal(0, NOISE_STD, size=x.shape)
-    return np.clip(np.round(x), 0, 255).astype(np.uint8)
-
-
-def camera_augment(clip: np.ndarray, motion: str, zoom: float | None = None) -> np.ndarray:
-    """Rule-based camera motion of a clip, uint8 (F, H, W, 3) -> (F, H, W, 3).
-
-    zoom-in: progressive centre crop, the crop shrinking from the full frame to 1/zoom of it (default
-    ZOOM_SCALE; resized back to the frame size); zoom-out: the same, growing; roll: rotation about the centre,
-    0 -> ROLL_DEGREES over the clip, uncovered corners filled with the clip's corner colour.
-    """
-    if motion not in CAMERA_MOTIONS:
-        raise ValueError(f"unknown camera motion {motion!r}; expected one of {CAMERA_MOTIONS}")
-    f, h, w, _ = clip.shape
-    progress = np.linspace(0, 1, f)
-    out = []
-    for frame, t in zip(clip, progress):
-        image = Image.fromarray(frame)
-        if motion == "roll":
-            fill = tuple(int(v) for v in frame[0, 0])
-            image = image.rotate(ROLL_DEGREES * t, resample=Image.BICUBIC, fillcolor=fill)
-        else:
-            scale = (zoom or ZOOM_SCALE) ** (t if motion == "zoom-in" else 1 - t)
-            ch, cw = h / scale, w / scale
-            box = ((w - cw) / 2, (h - ch) / 2, (w + cw) / 2, (h + ch) / 2)
-            image = image.resize((w, h), Image.BICUBIC, box=box)
-        out.append(np.asarray(image))
-    return np.stack(out)

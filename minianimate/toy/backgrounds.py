@@ -1,0 +1,47 @@
+"""The wider world's backgrounds: flat colours of four kinds, as LAION's and WebVid's photos are taken on anything.
+
+`random_background` draws one (away from a shape's colour, so the shape stands out), `background_kind` names the kind
+a colour reads as. ShapeWorld's `render_*` take `background="random"` or a kind (`minianimate.toy.shapeworld`).
+"""
+import colorsys
+
+import numpy as np
+
+BACKGROUND_KINDS = ("dark", "grey", "light", "coloured")
+MIN_SHAPE_CONTRAST = 90.0  # RGB distance between a shape's colour and its background
+
+
+def random_background(rng: np.random.Generator, kind: str | None = None, avoid=None) -> tuple[float, ...]:
+    """A flat background colour (R, G, B) of one of BACKGROUND_KINDS (drawn uniformly if `kind` is None):
+    dark (each channel 0-50), grey (60-180, tinted by up to 8 levels a channel), light (each channel 190-255),
+    coloured (any hue, saturation 0.25-0.9, value 0.2-0.9). avoid: an RGB colour the background must stand out
+    from by MIN_SHAPE_CONTRAST (drawn again until it does; with `kind` None the kind is drawn again too, so a dark
+    shape gets a light background)."""
+    if kind not in (None, *BACKGROUND_KINDS):
+        raise ValueError(f"unknown background kind {kind!r}; expected one of {BACKGROUND_KINDS}")
+    for _ in range(1000):
+        kind_now = kind or str(rng.choice(BACKGROUND_KINDS))
+        if kind_now == "dark":
+            rgb = rng.uniform(0, 50, 3)
+        elif kind_now == "grey":
+            rgb = rng.uniform(60, 180) + rng.uniform(-8, 8, 3)
+        elif kind_now == "light":
+            rgb = rng.uniform(190, 255, 3)
+        else:
+            rgb = np.array(colorsys.hsv_to_rgb(rng.uniform(), rng.uniform(0.25, 0.9), rng.uniform(0.2, 0.9))) * 255
+        if avoid is None or np.linalg.norm(rgb - np.asarray(avoid, float)) >= MIN_SHAPE_CONTRAST:
+            return tuple(float(v) for v in rgb)
+    raise ValueError(f"no {kind} background stands out from {tuple(avoid)} by {MIN_SHAPE_CONTRAST:g} RGB levels: "
+                     "choose another kind (or None)")
+
+
+def background_kind(rgb) -> str:
+    """Which of BACKGROUND_KINDS an RGB background colour reads as: dark (every channel <= 50), light (every channel
+    >= 190), grey (channels within 16 levels of each other), else coloured. Near-black and pastel's cream are dark
+    and light."""
+    rgb = np.asarray(rgb, float)
+    if rgb.max() <= 50:
+        return "dark"
+    if rgb.min() >= 190:
+        return "light"
+    return "grey" if rgb.max() - rgb.min() <= 16 else "coloured"
