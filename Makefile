@@ -58,6 +58,7 @@ checkpoints: venv
 
 bench: venv
 	$(VPY) benchmarks/unet_step.py
+	$(VPY) benchmarks/motion_step.py --threads 1
 	$(VPY) benchmarks/context_memory.py
 	$(VPY) benchmarks/controlnet_paths.py
 	$(VPY) benchmarks/inference_tricks.py
