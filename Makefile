@@ -25,7 +25,7 @@ test-py: venv
 	MINIANIMATE_QUICK=1 $(VPY) -m pytest tests
 
 test-nb: venv
-	MINIANIMATE_QUICK=1 OMP_NUM_THREADS=1 $(VPY) -m pytest --nbval-lax --nbval-current-env \
+	MINIANIMATE_QUICK=1 $(VPY) -m pytest --nbval-lax --nbval-current-env \
 		--nbval-cell-timeout=$(NB_TIMEOUT) -p no:cacheprovider notebooks course/source course/student
 
 # Re-execute every notebook in quick mode and store its outputs in place, all from one commit (commit first: it

@@ -24,7 +24,8 @@ NOT_MEASURED = {
     "*": {2021: "a paper's year", 2022: "a paper's year", 2023: "a paper's year"},
     "01": {10000: "the sinusoidal encoding's base period, a constant of the formula"},
     "03": {0.18215: "SD1.5's VAE scaling factor, a config value"},
-    "12": {4.3: "the size of the SD1.5 download, for the reader", 3.4: "the size of a file the download skips"},
+    "12": {4.3: "the size of the SD1.5 download, for the reader", 3.4: "the size of a file the download skips",
+           6: "the size of the real weights' export, for the reader"},
 }
 
 # A number: digits with optional thousands commas, decimals and exponent, not glued to a word (v2, SD1.5, x0) and
