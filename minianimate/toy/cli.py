@@ -10,27 +10,8 @@ import sys
 from pathlib import Path
 
 from minianimate.device import pick_device
-from minianimate.toy.cli_args import (Parser, UsageError, count, number, out_file, out_folder, precision,
-                                      read_control)
-
-
-# --- checks that need the checkpoint folder (cheap: no model is loaded) --------------------------------------
-def checkpoints(args, *names) -> Path:
-    """--checkpoints (default: the package's shipped folder), with the files `names` (see models.FILES) in it."""
-    from minianimate.toy.models import CHECKPOINTS, shipped
-
-    root = Path(args.checkpoints) if args.checkpoints else CHECKPOINTS
-    for name in names:
-        shipped(name, root)
-    return root
-
-
-def check_prompts(root: Path, *prompts: str) -> None:
-    """Every word of the prompts is in the toy text encoder's vocabulary."""
-    from minianimate.toy.models import read_json, shipped
-    from minianimate.toy.text_encoder import VOCAB, WordTokenizer
-
-    WordTokenizer(VOCAB, read_json(shipped("text_encoder", root) / "config.json")["max_len"])(list(prompts))
+from minianimate.toy.cli_args import (Parser, UsageError, check_prompts, checkpoints, count, number, out_file,
+                                      out_folder, precision, read_control)
 
 
 # --- the commands: check everything, then load and work ------------------------------------------------------

@@ -89,3 +89,22 @@ def read_control(path: str, frames: int):
                                         mode="bilinear", antialias=True)
     out = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
     return out if len(out) > 1 else out[0]
+
+
+# --- checks that need the checkpoint folder (cheap: no model is loaded) --------------------------------------
+def checkpoints(args, *names) -> Path:
+    """--checkpoints (default: the package's shipped folder), with the files `names` (see models.FILES) in it."""
+    from minianimate.toy.models import CHECKPOINTS, shipped
+
+    root = Path(args.checkpoints) if args.checkpoints else CHECKPOINTS
+    for name in names:
+        shipped(name, root)
+    return root
+
+
+def check_prompts(root: Path, *prompts: str) -> None:
+    """Every word of the prompts is in the toy text encoder's vocabulary."""
+    from minianimate.toy.models import read_json, shipped
+    from minianimate.toy.text_encoder import VOCAB, WordTokenizer
+
+    WordTokenizer(VOCAB, read_json(shipped("text_encoder", root) / "config.json")["max_len"])(list(prompts))
