@@ -64,11 +64,11 @@ def main() -> None:
         nbformat.write(nb, path)
         size = path.stat().st_size
         used = resource.getrusage(resource.RUSAGE_CHILDREN)  # the kernel's CPU time: its wall time on an idle machine
-        print(f"{path.name}: {time.perf_counter() - started:.0f} s ({used.ru_utime + used.ru_stime - cpu.ru_utime - "
-              f"cpu.ru_stime:.0f} s of CPU), {size / 1e6:.2f} MB"
-              + ("  (over the 2 MB limit)" if size > MAX_BYTES else "") + ("  FAILED" if failed and
-                                                                             failed[-1].startswith(path.name) else ""),
-              flush=True)
+        cpu_seconds = used.ru_utime + used.ru_stime - cpu.ru_utime - cpu.ru_stime
+        notes = ["over the 2 MB limit"] * (size > MAX_BYTES)
+        notes += ["FAILED"] * bool(failed and failed[-1].startswith(path.name))
+        print(f"{path.name}: {time.perf_counter() - started:.0f} s ({cpu_seconds:.0f} s of CPU), {size / 1e6:.2f} MB"
+              + "".join(f"  ({note})" for note in notes), flush=True)
     print(f"{len(paths)} notebooks in {time.perf_counter() - total:.0f} s, commit {stamp['commit'][:12]}")
     if failed:
         sys.exit("failed:\n  " + "\n  ".join(failed))
