@@ -18,7 +18,7 @@ from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError, CellTimeoutError
+from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -58,7 +58,7 @@ def main() -> None:
         try:
             NotebookClient(nb, timeout=args.timeout, kernel_name="python3", record_timing=False,
                            resources={"metadata": {"path": str(HERE)}}).execute()
-        except (CellExecutionError, CellTimeoutError) as err:  # stored with its error output, to read; the run goes on
+        except (CellExecutionError, CellTimeoutError, DeadKernelError) as err:  # stored as far as it ran; the run goes on
             failed.append(f"{path.name}: {str(err).strip().splitlines()[-1]}")
         nb.metadata["minianimate"] = stamp
         nbformat.write(nb, path)
