@@ -29,9 +29,16 @@ def git(*args: str) -> str:
     return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
 
 
+def sources(text: str) -> list[str]:
+    return [cell.source for cell in nbformat.reads(text, as_version=4).cells]
+
+
 def provenance(allow_dirty: bool) -> dict:
-    """The commit the outputs come from; refuses (or, with allow_dirty, records) tracked files that differ from it."""
-    dirty = git("status", "--porcelain", "--untracked-files=no").splitlines()
+    """The commit the outputs come from; refuses (or, with allow_dirty, records) tracked files that differ from it.
+    A notebook whose cells are HEAD's and only its outputs differ (an earlier, interrupted run) does not count."""
+    dirty = [line for line in git("status", "--porcelain", "--untracked-files=no").splitlines()
+             if not (line.endswith(".ipynb") and (ROOT / line[3:]).exists()
+                     and sources((ROOT / line[3:]).read_text()) == sources(git("show", f"HEAD:{line[3:]}")))]
     if dirty and not allow_dirty:
         sys.exit("error: tracked files differ from HEAD, so the outputs would come from no commit:\n  "
                  + "\n  ".join(dirty) + "\ncommit them first (or pass --dirty to run anyway)")
@@ -58,8 +65,8 @@ def main() -> None:
         try:
             NotebookClient(nb, timeout=args.timeout, kernel_name="python3", record_timing=False,
                            resources={"metadata": {"path": str(HERE)}}).execute()
-        except (CellExecutionError, CellTimeoutError, DeadKernelError) as err:  # stored as far as it ran; the run goes on
-            failed.append(f"{path.name}: {str(err).strip().splitlines()[-1]}")
+        except (CellExecutionError, CellTimeoutError, DeadKernelError, AssertionError) as err:  # a dead kernel's
+            failed.append(f"{path.name}: {type(err).__name__} {str(err).strip()[-200:]}")  # clean-up asserts
         nb.metadata["minianimate"] = stamp
         nbformat.write(nb, path)
         size = path.stat().st_size
