@@ -8,12 +8,19 @@ Each prediction is weighted by a pyramid (frames in the middle of a window count
 so a frame near one window's border is mostly decided by the neighbouring window, which hides seams.
 Peak memory is that of one window, whatever the clip length. The "looped" schedule lets windows wrap from the
 last frame to the first, so the clip's end flows into its start: a seamless loop.
+
+Windows denoised side by side each draw their own short path, and where they meet the clip can jump back.
+The "continued" schedule denoises them one after another instead: each later window starts from the last frame
+the windows before it made, held over its new frames and noised part of the way (SDEdit), and its first
+`overlap` frames are held to what the window before made, noised to every step's t (inpainting by replacement),
+so it continues the clip where the one before left it. `free_noise` is FreeNoise's noise rescheduling (Qiu et
+al. 2023): every window starts from a shuffle of the first window's noise.
 """
 import torch
 from einops import rearrange
 
 FUSE = ("pyramid", "flat")
-SCHEDULES = ("uniform", "looped")
+SCHEDULES = ("uniform", "looped", "continued")
 
 
 def context_windows(frames: int, window: int = 16, overlap: int = 4, schedule: str = "uniform") -> list[list[int]]:
@@ -23,6 +30,7 @@ def context_windows(frames: int, window: int = 16, overlap: int = 4, schedule: s
     [[0, ..., 15], [8, ..., 23]]   # starts 0 and 12 would overshoot: the last window ends at frame 23
     >>> context_windows(24, 16, 4, "looped")
     [[0, ..., 15], [12, ..., 23, 0, 1, 2, 3]]   # starts every 12 frames, wrapping around the end
+    "continued" lays its windows out as "uniform" does.
     """
     if window < 1 or not 0 <= overlap < window:
         raise ValueError(f"need window >= 1 and 0 <= overlap < window, got window={window}, overlap={overlap}")
@@ -46,6 +54,15 @@ def fuse_weights(window: int, fuse: str = "pyramid") -> torch.Tensor:
     return torch.minimum(i + 1, window - i) if fuse == "pyramid" else torch.ones(window)
 
 
+def window_inputs(idx: list[int], batch: int, frames: int, context: torch.Tensor, kwargs: dict) -> tuple:
+    """A window's share of a clip model's inputs: the context of its frames if there is one prompt per frame
+    (B*F, L, D) (prompt travel), else all of it; keyword inputs that are clips (B, C, F, H, W) (ControlNet
+    conditions) cut to its frames. -> (context, kwargs)."""
+    if context.shape[0] == batch * frames and frames > 1:
+        context = rearrange(rearrange(context, "(b f) l d -> b f l d", b=batch)[:, idx], "b f l d -> (b f) l d")
+    return context, {k: v[:, :, idx] if torch.is_tensor(v) and v.ndim == 5 else v for k, v in kwargs.items()}
+
+
 class ContextWindows:
     """Wraps a clip model (x (B, C, F, H, W), t, context) -> eps so that it runs window by window.
 
@@ -64,16 +81,55 @@ class ContextWindows:
         windows = context_windows(f, self.window, self.overlap, self.schedule)
         if len(windows) == 1:
             return self.model(x, t, context, **kwargs)
-        per_frame = context.shape[0] == b * f and f > 1
         out = torch.zeros_like(x)
         total = torch.zeros(f, dtype=x.dtype, device=x.device)
         weights = fuse_weights(self.window, self.fuse).to(x.device, x.dtype)
         for idx in windows:
-            ctx = context
-            if per_frame:  # the window's frames' prompts
-                ctx = rearrange(rearrange(context, "(b f) l d -> b f l d", b=b)[:, idx], "b f l d -> (b f) l d")
-            clips = {k: v[:, :, idx] if torch.is_tensor(v) and v.ndim == 5 else v for k, v in kwargs.items()}
+            ctx, clips = window_inputs(idx, b, f, context, kwargs)
             eps = self.model(x[:, :, idx], t, ctx, **clips)  # per-frame inputs (ControlNet conditions) follow
             out[:, :, idx] += eps * rearrange(weights, "f -> 1 1 f 1 1")
             total[idx] += weights
         return out / rearrange(total, "f -> 1 1 f 1 1")
+
+
+def free_noise(noise: torch.Tensor, window: int = 16, overlap: int = 4, generator: torch.Generator | None = None
+               ) -> torch.Tensor:
+    """FreeNoise's noise rescheduling (diffusers' `shuffle_context`): past the first window, each block of
+    `window - overlap` frames takes the noise of the block `window` frames before it, shuffled, so every window
+    starts from the first window's frames. noise (B, C, F, h, w) -> (B, C, F, h, w)."""
+    out, frames, stride = noise.clone(), noise.shape[2], window - overlap
+    for start in range(window, frames, stride):
+        source = torch.arange(start - window, start - window + stride)
+        source = source[torch.randperm(stride, generator=generator)][:frames - start]  # the last block: a prefix
+        out[:, :, start:start + len(source)] = out[:, :, source]
+    return out
+
+
+def continue_windows(sample_window, noise: torch.Tensor, ddim, steps: int, window: int = 16, overlap: int = 4,
+                     strength: float = 0.84) -> torch.Tensor:
+    """The "continued" schedule: windows denoised one after another, each continuing the clip the ones before made.
+
+    The first window is sampled as a plain clip. Each later window holds its frames that earlier windows made
+    (`known`) to those latents, noised to every step's t with their starting noise; its new frames start as the
+    last known frame held still, noised to the step `strength` of the way from clean to pure noise (SDEdit:
+    1.0 starts from pure noise), so the window picks the motion up where the one before left it.
+    sample_window(idx, latents, first_step, known) -> clean latents (B, C, len(idx), h, w): `sampling.sample`
+    on the frames `idx` from `latents` at timestep `first_step`, with `known` = (mask (len(idx),), clean, noise).
+    noise (B, C, F, h, w): the clip's starting noise. Returns clean latents (B, C, F, h, w).
+    """
+    frames = noise.shape[2]
+    clean, done = torch.zeros_like(noise), torch.zeros(frames, dtype=torch.bool)
+    first = round((1 - strength) * steps)
+    timesteps = ddim.set_timesteps(steps)
+    for idx in context_windows(frames, window, overlap, "continued"):
+        known, window_noise = done[idx], noise[:, :, idx]
+        if not known.any():
+            latents = sample_window(idx, window_noise, 0, None)
+        else:
+            last = clean[:, :, [max(i for i, k in zip(idx, known) if k)]]  # (B, C, 1, h, w)
+            held = ddim.add_noise(last.expand_as(window_noise), window_noise, int(timesteps[first]))
+            latents = sample_window(idx, held, first, (known, clean[:, :, idx], window_noise))
+        new = [i for i, k in zip(idx, known) if not k]
+        clean[:, :, new] = latents[:, :, ~known].to(clean.dtype)
+        done[idx] = True
+    return clean

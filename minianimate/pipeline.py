@@ -21,7 +21,8 @@ from einops import rearrange
 
 from minianimate import checks
 from minianimate.autoencoder import decode, spatial_factor, to_uint8
-from minianimate.context import FUSE, SCHEDULES, ContextWindows
+from minianimate.context import FUSE, SCHEDULES, ContextWindows, continue_windows, window_inputs
+from minianimate.context import free_noise as free_noise_of
 from minianimate.controlnet import ControlledUNet
 from minianimate.ddim import DDIM
 from minianimate.device import autocast, pick_device, pick_dtype
@@ -146,13 +147,16 @@ class ImagePipeline:
 
     @torch.no_grad()
     def denoise(self, model, shape: tuple, prompts: list[str], negative_prompt: str = "", steps: int = 25,
-                guidance: float = 7.5, seed: int = 0, eta: float = 0.0, latents=None, progress: bool = False):
+                guidance: float = 7.5, seed: int = 0, eta: float = 0.0, latents=None, progress: bool = False,
+                first_step: int = 0, known=None):
         """The one generation path (images, clips, context windows): prompts -> latents of `shape`. prompts: a
-        list of strings, or their embeddings (B, L, D) / one per frame (B*F, L, D) (prompt travel)."""
+        list of strings, or their embeddings (B, L, D) / one per frame (B*F, L, D) (prompt travel).
+        first_step, known: `sampling.sample`'s (a start part of the way, frames held: SDEdit, inpainting)."""
         cond = self.text_encoder.encode_prompt(prompts) if isinstance(prompts, list) else prompts
         uncond = self.text_encoder.encode_prompt([negative_prompt] * len(cond))
         with autocast(self.device, self.dtype):
-            return sample(model, shape, cond, uncond, self.ddim, steps, guidance, seed, eta, latents, progress)
+            return sample(model, shape, cond, uncond, self.ddim, steps, guidance, seed, eta, latents, progress,
+                          first_step, known)
 
     def decode(self, latents: torch.Tensor) -> np.ndarray:
         """Latents (B, C, h, w) -> uint8 (B, H, W, 3); clips (B, C, F, h, w) -> (B, F, H, W, 3), frame by frame."""
@@ -176,6 +180,9 @@ class ImagePipeline:
             model = partial(steered, control=cond)
         return self.decode(self.denoise(model, shape, prompts, negative_prompt, steps, guidance, seed, eta,
                                         progress=progress))
+
+
+DEFAULT_CONTEXT = 16  # frames per context window of a longer clip: the length AnimateDiff's motion modules train on
 
 
 class AnimationPipeline(ImagePipeline):
@@ -268,7 +275,8 @@ class AnimationPipeline(ImagePipeline):
     def generate(self, prompt, negative_prompt: str = "", frames: int = 16, steps: int = 25, guidance: float = 7.5,
                  seed: int = 0, adapter_scale: float = 0.0, motion_loras=(), eta: float = 0.0,
                  height: int | None = None, width: int | None = None, context: int | None = None,
-                 overlap: int | None = None, fuse: str = "pyramid", context_schedule: str = "uniform",
+                 overlap: int | None = None, fuse: str = "pyramid", context_schedule: str = "continued",
+                 context_strength: float = 0.84, free_noise: bool = False,
                  noise_share: float | None = None, control=None, control_scale: float = 1.0,
                  control_start: float = 0.0, control_end: float = 1.0, free_init: int = 0,
                  free_init_filter: str = "butterworth", free_init_cutoff: float = 0.25,
@@ -278,9 +286,13 @@ class AnimationPipeline(ImagePipeline):
 
         adapter_scale: the domain adapter's LoRA scale (1 draws the video domain's defects, 0 removes them).
         motion_loras: `name[:scale]` strings or (name, scale) pairs; loaded MotionLoRAs not listed are off.
-        context, overlap, fuse: sliding context windows (`minianimate.context`) of `context` frames overlapping
-        by `overlap` (default a quarter), fused 'pyramid' or 'flat', laid out 'uniform' or 'looped' (windows wrap
-        around the end: a seamless loop), for clips longer than the positional encoding.
+        context, overlap: context windows (`minianimate.context`) of `context` frames overlapping by `overlap`, for
+        clips longer than the motion module's training length (default: 16 frames, `DEFAULT_CONTEXT`, for a clip
+        longer than that; one window otherwise). context_schedule: 'continued' (windows denoised one after another,
+        each continuing the one before from its last frame, noised `context_strength` of the way: one path;
+        overlap default half the window), or side by side, their predictions fused 'pyramid' or 'flat' (`fuse`),
+        laid out 'uniform' or 'looped' (windows wrap around the end: a seamless loop; overlap default a quarter).
+        free_noise: FreeNoise's noise (`context.free_noise`): every window starts from the first window's noise.
         noise_share: the fraction of the initial noise's variance the frames share (`frame_noise`); None:
         `self.noise_share`, the prior the motion module was trained with.
         control: per-frame control by `self.controlnet` (`controlled`): a video (F, H, W, 3), one condition per
@@ -290,6 +302,8 @@ class AnimationPipeline(ImagePipeline):
         """
         longest = self.unet.motion_config.max_frames  # every argument first, before any work (`minianimate.checks`)
         frames = checks.whole("frames", frames)
+        if context is None and frames > DEFAULT_CONTEXT:
+            context = min(DEFAULT_CONTEXT, longest)
         if frames > longest and context is None:
             raise ValueError(f"{frames} frames is longer than the motion module's positional encoding "
                              f"({longest}); use sliding context windows, e.g. context=16 (--context 16)")
@@ -309,6 +323,9 @@ class AnimationPipeline(ImagePipeline):
             raise ValueError(f"overlap {overlap} needs context, and must be smaller than it (context={context})")
         checks.choice("fuse", fuse, FUSE)
         checks.choice("context_schedule", context_schedule, SCHEDULES)
+        context_strength = checks.finite("context_strength", context_strength, 0, 1, low_open=True)
+        if not isinstance(free_noise, bool):
+            raise TypeError(f"free_noise must be True or False, got {checks.show(free_noise)}")
         noise_share = None if noise_share is None else checks.probability("noise_share", noise_share)
         control_start, control_end = (checks.probability("control_start", control_start),
                                       checks.probability("control_end", control_end))
@@ -326,20 +343,36 @@ class AnimationPipeline(ImagePipeline):
         model, cond = self.unet, None
         if control is not None:  # inside the windows: each window gets its frames' conditions
             model, cond = self.controlled(model, control, shape, control_scale, control_start, control_end, steps)
-        if context is not None:
-            model = ContextWindows(model, context, context // 4 if overlap is None else overlap, fuse, context_schedule)
-        if cond is not None:
-            model = partial(model, control=cond)
+        continued = context is not None and context < frames and context_schedule == "continued"
+        if overlap is None and context is not None:
+            overlap = context // 2 if context_schedule == "continued" else context // 4
+        if context is not None and not continued:
+            model = ContextWindows(model, context, overlap, fuse, context_schedule)
+        kwargs = {} if cond is None else {"control": cond}
         share = self.noise_share if noise_share is None else noise_share
-        noise = frame_noise(shape, torch.Generator().manual_seed(seed), share) if share or free_init else None
-        latents = self.denoise(model, shape, prompts, negative_prompt, steps, guidance, seed, eta, noise, progress)
+        generator = torch.Generator().manual_seed(seed)
+        noise = frame_noise(shape, generator, share) if share or free_init or continued or free_noise else None
+        if free_noise and context is not None:
+            noise = free_noise_of(noise, context, overlap, generator)
+        embeddings = self.text_encoder.encode_prompt(prompts) if isinstance(prompts, list) else prompts
+
+        def sample_window(idx, latents, first_step, known):  # the frames `idx` of the clip, for continue_windows
+            window_context, window_kwargs = window_inputs(idx, batch, frames, embeddings, kwargs)
+            return self.denoise(partial(model, **window_kwargs), (*shape[:2], len(idx), *shape[3:]), window_context,
+                                negative_prompt, steps, guidance, seed, eta, latents, progress, first_step, known)
+
+        def one_pass(start):
+            if continued:
+                return continue_windows(sample_window, start, self.ddim, steps, context, overlap, context_strength)
+            return self.denoise(partial(model, **kwargs), shape, embeddings, negative_prompt, steps, guidance, seed,
+                                eta, start, progress)
+
+        latents = one_pass(noise)
         if free_init:
             mask, generator = lowpass(shape, free_init_filter, free_init_cutoff, free_init_temporal_cutoff), \
                 torch.Generator().manual_seed(seed + 1)
             for _ in range(free_init):
-                start = reinitialize(latents, noise, self.ddim, generator, mask)
-                latents = self.denoise(model, shape, prompts, negative_prompt, steps, guidance, seed, eta, start,
-                                       progress)
+                latents = one_pass(reinitialize(latents, noise, self.ddim, generator, mask))
         video = self.decode(latents)
         return video[0] if single else video
 

@@ -19,12 +19,15 @@ def frame_noise(shape: tuple, generator: torch.Generator, share: float = 0.0) ->
 @torch.no_grad()
 def sample(model, shape: tuple, context: torch.Tensor, uncond: torch.Tensor | None = None, ddim: DDIM | None = None,
            steps: int = 25, guidance: float = 7.5, seed: int = 0, eta: float = 0.0, latents=None,
-           progress: bool = True) -> torch.Tensor:
+           progress: bool = True, first_step: int = 0, known: tuple | None = None) -> torch.Tensor:
     """Denoise Gaussian noise of `shape` into latents.
 
     model(x, t, context) -> eps, x of `shape`: (B, C, H, W) for a UNet, (B, C, F, H, W) for a MotionUNet.
     context (B, L, D) (or one prompt per frame, (B*F, L, D)); uncond: the empty prompt's context, same shape
     (None or guidance 1 = no guidance). Guided steps run conditional and unconditional in one batch.
+    first_step: start at the `first_step`-th of the `steps` timesteps, `latents` already noised to it (SDEdit).
+    known: clip frames held fixed, inpainting by replacement (as RePaint does): (mask (F,) bool, clean (B, C, F, h, w),
+    noise (B, C, F, h, w)); before every step the frames in `mask` are set to `clean` noised to the step's t.
     Returns latents of `shape`. The same seed gives the same latents.
     """
     ddim = ddim or DDIM()
@@ -34,7 +37,10 @@ def sample(model, shape: tuple, context: torch.Tensor, uncond: torch.Tensor | No
     x = torch.randn(shape, generator=generator).to(device) if latents is None else latents.to(device)
     guided = uncond is not None and guidance != 1.0
     both = torch.cat([uncond, context]) if guided else context
-    for t in tqdm(ddim.timesteps, desc="denoising", disable=not progress, leave=False):
+    for t in tqdm(ddim.timesteps[first_step:], desc="denoising", disable=not progress, leave=False):
+        if known is not None:  # (F, 1, 1) mask against (B, C, F, h, w)
+            mask, clean, noise = (k.to(device) for k in known)
+            x = torch.where(mask[:, None, None], ddim.add_noise(clean, noise, int(t)).to(x.dtype), x)
         if guided:
             eps_uncond, eps_cond = model(torch.cat([x, x]), int(t), both).to(x.dtype).chunk(2)
             eps = classifier_free_guidance(eps_uncond, eps_cond, guidance)

@@ -59,7 +59,7 @@ def test_long_clips_run_with_context_windows(pipe):
 
 
 def test_fuse_is_an_argument_of_generate(pipe):
-    kwargs = dict(frames=12, steps=2, seed=1, context=8, overlap=2, progress=False)
+    kwargs = dict(frames=12, steps=2, seed=1, context=8, overlap=2, context_schedule="uniform", progress=False)
     pyramid = pipe.generate("a red circle moving left", **kwargs)
     flat = pipe.generate("a red circle moving left", fuse="flat", **kwargs)
     shape = pipe.latent_shape(1, None, None, 12)

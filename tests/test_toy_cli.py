@@ -38,6 +38,14 @@ def test_generate_long_clip_with_context_and_motion_lora(tmp_path):
     assert Image.open(out).n_frames == 40
 
 
+def test_generate_more_than_16_frames_needs_no_context_option(tmp_path):
+    out = tmp_path / "long.gif"
+    run("generate", "--prompt", "a red circle moving right", "--frames", "20", "--steps", "1", "--out", str(out))
+    from PIL import Image
+
+    assert Image.open(out).n_frames == 20
+
+
 def test_generate_bad_output_suffix_is_a_clear_error(tmp_path):
     result = subprocess.run([sys.executable, "-m", "minianimate", "generate", "--prompt", "a red circle", "--out",
                              str(tmp_path / "x.avi")], capture_output=True, text=True)

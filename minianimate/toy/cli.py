@@ -62,6 +62,7 @@ def _generate(args):
     root = checkpoints(args, "vae", "text_encoder", "base", "motion", "motion_config")
     out = out_file(args.out, (".mp4", ".gif", ".png"), ".mp4, .gif or .png (a contact sheet of the frames)")
     from minianimate.checks import keyframes
+    from minianimate.pipeline import DEFAULT_CONTEXT
     from minianimate.travel import parse_travel
 
     prompt = parse_travel(args.prompt_travel) if args.prompt_travel else args.prompt
@@ -73,10 +74,8 @@ def _generate(args):
     if args.context is not None and args.context > longest:
         raise ValueError(f"--context {args.context} is longer than the motion module's positional encoding "
                          f"({longest} frames)")
-    if args.context is None and args.frames > longest:
-        raise ValueError(f"--frames {args.frames} is longer than the motion module's positional encoding "
-                         f"({longest}): add sliding context windows, e.g. --context 16")
-    if args.overlap is not None and (args.context is None or args.overlap >= args.context):
+    context = args.context or (min(DEFAULT_CONTEXT, longest) if args.frames > DEFAULT_CONTEXT else None)  # generate's
+    if args.overlap is not None and (context is None or args.overlap >= context):
         raise ValueError(f"--overlap {args.overlap} needs --context, and must be smaller than it")
     if args.adapter_scale and not (root / FILES["adapter"]).is_file():
         raise FileNotFoundError(f"--adapter-scale {args.adapter_scale:g}: {root} has no {FILES['adapter']}")
@@ -217,10 +216,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter-scale", type=number(), default=0.0, help="domain adapter LoRA scale (1 = watermark)")
     p.add_argument("--motion-lora", action="append", default=[], metavar="NAME_OR_PATH[:SCALE]",
                    help="a MotionLoRA (repeat to mix), e.g. zoom-in:0.8")
-    p.add_argument("--context", type=count(1), default=None, help="sliding context window length (long clips)")
-    p.add_argument("--overlap", type=count(0), default=None, help="window overlap (default: a quarter of --context)")
-    p.add_argument("--context-schedule", choices=["uniform", "looped"], default="uniform",
-                   help="window layout; looped wraps the last frames into the first (a seamless loop)")
+    p.add_argument("--context", type=count(1), default=None, help="context window length (default: 16 for "
+                   "--frames over 16)")
+    p.add_argument("--overlap", type=count(0), default=None, help="window overlap (default: half of --context "
+                   "continued, a quarter uniform or looped)")
+    p.add_argument("--context-schedule", choices=["continued", "uniform", "looped"], default="continued",
+                   help="continued: each window continues the one before (one path); uniform: windows side by side; "
+                   "looped: side by side, wrapping the last frames into the first (a seamless loop)")
     p.add_argument("--free-init", type=count(0, 5), default=0, metavar="N", help="FreeInit iterations (0: off; "
                    "the community uses 1-3, each costs one more sampling pass)")
     p.add_argument("--free-init-filter", choices=["butterworth", "gaussian", "ideal"], default="butterworth")
