@@ -62,7 +62,7 @@ RUNGS = {  # clips drawn from `only` (None: every combination not held out); eva
 LEVERS = dict(rung=1, steps=2000, batch=4, lr=1e-3, decay="constant", warmup=100, ema=0.0, speed=FAST,
               noise_share=0.0, weighting="eps", text_dropout=0.1, init=None,
               temporal="attention", eval_every=EVAL_EVERY, watermark=False, adapter=0.0,
-              adapter_file=None, switch=0.0, background=None, personalized=False)
+              adapter_file=None, switch=0.0, background=None, personalized=False, palette=0.0)
 # watermark: clips with the video-domain defects; adapter: the domain adapter attached (frozen) during training
 # at this scale, or "mixed" (a scale drawn uniformly from [0, 1] at every step); evaluation is always adapter off.
 # adapter_file: another adapter (a path under OUT), e.g. an attention-only one: `python -m minianimate train adapter
@@ -72,11 +72,13 @@ LEVERS = dict(rung=1, steps=2000, batch=4, lr=1e-3, decay="constant", warmup=100
 # frame (`datasets.switch_set`), the prompt-travel lever; init "shipped": start from the checkpoint folder's motion
 # module, an arm's name: from that arm's exported module. background: the clips' backgrounds (None: near-black;
 # "random": the wider world's, `shapeworld.random_background`); personalized: each evaluation adds the outlined and
-# pastel rows of `eval` (24 clips each) with the arm's module.
+# pastel rows of `eval` (24 clips each) with the arm's module. palette: a fraction of the clips with their shape in
+# another palette (`shapeworld.palette_rgb`: the colour's hue, deep, dark or bright shades; never outlined or pastel).
 # Retired levers, measured with the lab's own training loop before it trained through the library's stage (their
 # arms' jsons stay in results/motion_lab/): high_t (70% of timesteps from t >= 500: r1-slow-high-t, r2-slow-high-t),
 # freeze16 (the 16x16 modules frozen: r1-slow-freeze16, r2-slow-freeze16, r2-slow-freeze16-down) and backgrounds
 # (clips repainted on uniform RGB backgrounds: r3-backgrounds), none of which helped.
+WIDE = {"rung": 3, "speed": SLOW, "weighting": "x0", "background": "random", "steps": 3000, "personalized": True}
 ARMS = {  # name -> the levers that differ from LEVERS
     "r1-plain": {},
     "r1-slow": {"speed": SLOW},
@@ -117,6 +119,13 @@ ARMS = {  # name -> the levers that differ from LEVERS
     # shipped module since (`--ship r3-switch` after `--ship r3-slow-x0-decay`, as `make checkpoints` runs them)
     "r3-switch": {"rung": 3, "speed": SLOW, "weighting": "x0", "init": "shipped", "lr": 1e-4, "switch": 0.25,
                   "steps": 1500, "eval_every": 500},
+    # issue 42's transfer levers, on the wider world's checkpoints (`--checkpoints data_samples/wide`), from scratch,
+    # 3,000 steps, the outlined and pastel rows in every evaluation: its clips on every background kind; the paper's
+    # chain (the clips' defects, the domain adapter attached at 1, or at a scale mixed per step); other palettes
+    "r3-wide": WIDE,
+    "r3-wide-chain": {**WIDE, "watermark": True, "adapter": 1.0},
+    "r3-wide-chain-mixed": {**WIDE, "watermark": True, "adapter": "mixed"},
+    "r3-wide-palettes": {**WIDE, "palette": 0.5},
 }
 BINS = ((0, 200), (200, 400), (400, 600), (600, 800), (800, 1000))
 
@@ -148,11 +157,14 @@ def cached_clips(vae, out: Path, levers: dict, checkpoints: Path = CHECKPOINTS):
         path = path.with_name(f"{path.stem}_switch{levers['switch']}.pt")
     if levers["background"]:
         path = path.with_name(f"{path.stem}_bg-{levers['background']}.pt")
+    if levers["palette"]:
+        path = path.with_name(f"{path.stem}_palette{levers['palette']}.pt")
     if path.exists():
         data = torch.load(path, weights_only=False)
         return data["latents"], data["captions"]
     clips, captions = clip_set(rung["clips"], SEED + 2000, FRAMES, still=rung["still"], watermark=levers["watermark"],
-                               only=rung["only"], speed_range=levers["speed"], background=levers["background"])
+                               only=rung["only"], speed_range=levers["speed"], background=levers["background"],
+                               palette=levers["palette"])
     if levers["switch"]:
         if tuple(levers["speed"]) != sw.SPEED_RANGE:
             raise SystemExit("error: colour-switch clips move at the world's speed: use switch with speed SLOW")

@@ -132,3 +132,23 @@ def test_each_kind_reads_back_as_itself_mostly_and_the_styles_backgrounds_as_dar
     coloured = [sw.background_kind(sw.random_background(rng, "coloured")) for _ in range(200)]
     assert coloured.count("coloured") >= 150  # a dull or dark hue may read as grey or dark
     assert sw.background_kind(sw.BACKGROUND) == "dark" and sw.background_kind(sw.PASTEL_BACKGROUND) == "light"
+
+
+
+def test_palette_clips_keep_their_caption_and_colour_name_in_other_shades_never_pale():
+    plain, captions = clip_set(12, 5, frames=4, watermark=False)
+    again, _ = clip_set(12, 5, frames=4, watermark=False, palette=0.0)
+    assert np.array_equal(plain, again)  # no palette: not one more draw from the generator
+    rng = np.random.default_rng(0)
+    for color, named in sw.COLORS.items():
+        shades = [sw.palette_rgb(rng, named) for _ in range(50)]
+        assert all(metrics._hue_name(np.array(rgb)) == color for rgb in shades)  # the colour keeps its name
+        assert min(max(rgb) - min(rgb) for rgb in shades) >= 0.55 * 0.45 * 255 - 1e-6  # saturated: never pale
+        assert np.ptp([max(rgb) for rgb in shades]) > 80  # dark and bright shades, not one
+    clips, shaded = clip_set(12, 5, frames=4, watermark=False, palette=1.0)
+    assert len(shaded) == 12 and all(c.split()[1] in sw.COLORS for c in shaded)
+    for clip, caption in zip(clips, shaded):  # the shape's pixels: the caption's colour name, another shade
+        frame = clip[0].reshape(-1, 3).astype(float)
+        shape = frame[np.abs(frame - frame[0]).sum(1) > 60]
+        assert metrics._hue_name(np.median(shape, 0)) == caption.split()[1]
+    assert not np.array_equal(clips, plain)

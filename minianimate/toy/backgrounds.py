@@ -1,7 +1,7 @@
 """The wider world's backgrounds: flat colours of four kinds, as LAION's and WebVid's photos are taken on anything.
 
 `random_background` draws one (away from a shape's colour, so the shape stands out), `background_kind` names the kind
-a colour reads as. ShapeWorld's `render_*` take `background="random"` or a kind (`minianimate.toy.shapeworld`).
+a colour reads as, `palette_rgb` draws a colour name in another palette (the motion lab's palette lever). ShapeWorld's `render_*` take `background="random"` or a kind (`minianimate.toy.shapeworld`).
 """
 import colorsys
 
@@ -33,6 +33,18 @@ def random_background(rng: np.random.Generator, kind: str | None = None, avoid=N
             return tuple(float(v) for v in rgb)
     raise ValueError(f"no {kind} background stands out from {tuple(avoid)} by {MIN_SHAPE_CONTRAST:g} RGB levels: "
                      "choose another kind (or None)")
+
+
+PALETTE_HUE, PALETTE_SATURATION, PALETTE_VALUE = 12 / 360, (0.55, 1.0), (0.45, 1.0)
+
+
+def palette_rgb(rng: np.random.Generator, rgb) -> tuple[float, ...]:
+    """A shape colour (R, G, B) in another palette than `rgb`'s: its hue moved by up to PALETTE_HUE (the colour keeps
+    its name), saturation and value drawn from PALETTE_SATURATION and PALETTE_VALUE: deep, dark or bright shades,
+    never pastel's pale ones (saturation >= 0.55)."""
+    hue = colorsys.rgb_to_hsv(*(np.asarray(rgb, float) / 255))[0] + rng.uniform(-PALETTE_HUE, PALETTE_HUE)
+    out = colorsys.hsv_to_rgb(hue % 1.0, rng.uniform(*PALETTE_SATURATION), rng.uniform(*PALETTE_VALUE))
+    return tuple(float(v) * 255 for v in out)
 
 
 def background_kind(rgb) -> str:

@@ -57,11 +57,12 @@ def encode_images(vae, images: np.ndarray, captions: list[str], flip: bool = Tru
 
 
 def clip_set(n: int, seed: int, frames: int = 16, exclude=HELD_OUT, watermark: bool = True, still: float = 0.0,
-             only=None, speed_range=None, background: str | None = None):
+             only=None, speed_range=None, background: str | None = None, palette: float = 0.0):
     """n video-domain clips whose (colour, shape, direction) is not in `exclude`: uint8 (n, F, 64, 64, 3)
     and captions `a red circle moving left`; a fraction `still` are still shapes (`a red circle`).
     only: draw from these combinations alone (still the ones not in `exclude`); speed_range: px/frame (lo, hi),
-    default `shapeworld.SPEED_RANGE`; background: as `image_set`'s."""
+    default `shapeworld.SPEED_RANGE`; background: as `image_set`'s; palette: a fraction of the clips whose shape is
+    drawn in another palette (`shapeworld.palette_rgb`: its colour name's hue, other shades), captioned as before."""
     rng = np.random.default_rng(seed)
     allowed = [x for x in (combos() if only is None else only) if x not in set(exclude)]
     if not allowed:
@@ -70,8 +71,9 @@ def clip_set(n: int, seed: int, frames: int = 16, exclude=HELD_OUT, watermark: b
     for _ in tqdm(range(n), desc="rendering clips", leave=False):
         color, shape, direction = allowed[rng.integers(len(allowed))]
         direction = "still" if rng.random() < still else direction
+        rgb = sw.palette_rgb(rng, sw.COLORS[color]) if palette and rng.random() < palette else None
         clip, text, _ = sw.render_clip(rng, frames, color, shape, direction, watermark=watermark,
-                                       speed_range=speed_range, background=background)
+                                       speed_range=speed_range, background=background, rgb=rgb)
         clips.append(clip)
         captions.append(text)
     return np.stack(clips), captions

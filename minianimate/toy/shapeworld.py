@@ -15,7 +15,7 @@ from einops import reduce
 
 from minianimate.data import flip_caption  # noqa: F401  (the caption-aware flip; re-exported)
 from minianimate.toy.backgrounds import (  # noqa: F401  (re-exported)
-    BACKGROUND_KINDS, MIN_SHAPE_CONTRAST, background_kind, random_background)
+    BACKGROUND_KINDS, MIN_SHAPE_CONTRAST, background_kind, palette_rgb, random_background)
 from minianimate.toy.video_effects import (  # noqa: F401  (re-exported)
     CAMERA_MOTIONS, MIRRORED_WATERMARK_BOX, NOISE_STD, ROLL_DEGREES, WATERMARK_ALPHA, WATERMARK_BOX, ZOOM_SCALE,
     add_video_defects, add_watermark, camera_augment)
@@ -212,14 +212,14 @@ def _path(rng, frames, size, direction, speed):
 
 
 def render_clip(rng: np.random.Generator, frames=16, color=None, shape=None, direction=None,
-                style=None, watermark=True, speed_range=None, background=None):
+                style=None, watermark=True, speed_range=None, background=None, rgb=None):
     """A video-domain clip: (uint8 (F, H, W, 3), caption, meta dict).
 
     direction: one of DIRECTIONS (random if None) or "still" (caption without motion).
     The shape moves at SPEED_RANGE px/frame, or `speed_range` (lo, hi) if given (slower if `frames` is too
     long for the path to fit).
     watermark: add the video-domain defects (watermark box, blur, noise); False gives clean frames.
-    background: as `render_image`'s (drawn once for the whole clip).
+    background: as `render_image`'s (drawn once for the whole clip); rgb: the shape's colour instead of its name's.
     """
     color, shape, size, outline = _choose(rng, color, shape, style)
     direction = direction or str(rng.choice(DIRECTIONS))
@@ -234,12 +234,12 @@ def render_clip(rng: np.random.Generator, frames=16, color=None, shape=None, dir
         speed = min(rng.uniform(*(speed_range or SPEED_RANGE)), (IMAGE_SIZE - size) / max(frames - 1, 1))
         centres = _path(rng, frames, size, direction, speed)
     streak = direction if direction != "still" else None  # the motion streak (see `_draw`)
-    background = _background(rng, background, color, None)
-    clip = _draw(color, shape, style, size, outline, centres, trail=streak, background=background)
+    background = _background(rng, background, color, rgb)
+    clip = _draw(color, shape, style, size, outline, centres, trail=streak, background=background, rgb=rgb)
     if watermark:
         clip = add_video_defects(rng, clip)
     meta = dict(color=color, shape=shape, style=style, size=size, direction=direction,
-                speed=speed, centres=centres, background=background)
+                speed=speed, centres=centres, background=background, rgb=rgb)
     return clip, caption(color, shape, direction), meta
 
 
