@@ -17,9 +17,7 @@ Every arm's figures go to benchmarks/results/long_clips.json, with the commit an
 training steps they were measured on.
 """
 import argparse
-import hashlib
 import json
-import subprocess
 import time
 from pathlib import Path
 
@@ -32,6 +30,7 @@ from minianimate.toy import shapeworld as sw
 from minianimate.toy.datasets import HELD_OUT
 from minianimate.toy.evaluation import balanced_prompts
 from minianimate.toy.models import CHECKPOINTS, FILES, load_pipeline
+from minianimate.toy.provenance import provenance
 
 RESULTS = Path(__file__).parent / "results" / "long_clips.json"
 SEGMENT = 16  # frames per segment read for direction (the motion module's training length)
@@ -172,15 +171,11 @@ def measure(pipe, name: str, n: int, frames: int, still: bool) -> dict:
                 reference=reference(row, frames, seams), seconds_per_clip=round(seconds, 1), clips=clips)
 
 
-def provenance() -> dict:
-    """The commit (and whether the tree had changes) and the motion module the figures were measured on."""
-    def git(*args):
-        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
-    motion = CHECKPOINTS / FILES["motion"]
+def stamp() -> dict:
+    """The commit (`dirty` if tracked files had changes) and the checkpoint files the figures were measured on, with the
+    motion module's training steps (`minianimate.toy.provenance`)."""
     config = json.loads((CHECKPOINTS / FILES["motion_config"]).read_text())
-    return dict(commit=git("rev-parse", "HEAD"), dirty=bool(git("status", "--porcelain", "--untracked-files=no")),
-                motion_module_sha256=hashlib.sha256(motion.read_bytes()).hexdigest(),
-                motion_module_steps=config.get("steps"))
+    return provenance("vae", "text_encoder", "base", "motion", "motion_config", motion_module_steps=config.get("steps"))
 
 
 def main():
@@ -201,11 +196,15 @@ def main():
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.exists() else {"aims": AIMS, "runs": []}
     for name in args.arms:
-        run = {**measure(pipe, name, args.clips, args.frames, args.still), **provenance(),
+        where = stamp()
+        run = {**measure(pipe, name, args.clips, args.frames, args.still), "commit": where["commit"],
+               "dirty": where.get("dirty", False), "motion_module_steps": where["motion_module_steps"],
                "command": f"python benchmarks/long_clips.py --arms {name} --clips {args.clips} --frames {args.frames}"
                           + (" --still" if args.still else "")}
         key = (name, args.clips, args.frames, args.still)
         results["runs"] = [r for r in results["runs"] if (r["arm"], r["n"], r["frames"], r["still"]) != key] + [run]
+        section = f"{name} n{args.clips} f{args.frames}" + (" still" if args.still else "")
+        results.setdefault("provenance", {"by_section": {}})["by_section"][section] = where
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(results, indent=1, default=float))
         print(f"{name}: " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in run.items()
