@@ -212,7 +212,17 @@ def personalized_figures(unet, checkpoints: Path = CHECKPOINTS) -> dict:
     from minianimate.toy.evaluation import eval_table
     from minianimate.toy.models import load_pipeline
 
-    pipe = load_pipeline(root=checkpoints)
+    for name in ("outlined", "pastel"):  # a personalized model still being trained beside the arm: wait for it
+        for _ in range(240):
+            if (checkpoints / FILES[name]).exists():
+                break
+            print(f"waiting for {checkpoints / FILES[name]} (the arm evaluates it)", flush=True)
+            time.sleep(60)
+    if (checkpoints / FILES["motion"]).exists():
+        pipe = load_pipeline(root=checkpoints)
+    else:  # a folder whose motion module is not trained yet (the wider world's): the arm's modules on its base
+        pipe = AnimationPipeline(load_vae(checkpoints), load_text_encoder(checkpoints),
+                                 load_motion_unet(checkpoints, motion=unet.motion_config).eval(), toy_ddim())
     pipe.unet.load_state_dict(unet.motion_state_dict(), strict=False)
     rows = ("outlined (never seen in training)", "pastel (never seen in training)")
     table = eval_table(checkpoints, per_row=24, rows=rows, progress=False, pipe=pipe)
