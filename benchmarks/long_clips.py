@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from minianimate.context import context_windows
+from minianimate.context import context_windows, window_order
 from minianimate.toy import metrics
 from minianimate.toy import shapeworld as sw
 from minianimate.toy.datasets import HELD_OUT
@@ -53,6 +53,8 @@ ARMS = {
     "continued-o8-s100": dict(context=16, overlap=8, context_schedule="continued", context_strength=1.0),
     "continued-o8-freeinit": dict(context=16, overlap=8, context_schedule="continued", free_init=1),
     "continued-o8-freenoise": dict(context=16, overlap=8, context_schedule="continued", free_noise=True),
+    "centred-o8": dict(context=16, overlap=8, context_schedule="centred"),
+    "centred-o4": dict(context=16, overlap=4, context_schedule="centred"),
     "looped-o4": dict(context=16, overlap=4, context_schedule="looped"),
     "looped-o8": dict(context=16, overlap=8, context_schedule="looped"),
 }
@@ -70,14 +72,18 @@ def cases(n: int, still: bool = False) -> list[tuple[str, str, str]]:
 def seam_transitions(windows: list[list[int]], frames: int, schedule: str) -> np.ndarray:
     """bool (frames - 1,): transition t (frame t -> t + 1) is at a seam. Side by side ('uniform', 'looped'): it
     touches a frame two windows share (where their predictions are blended). 'continued': it is within one
-    transition of a hand-over, from the last frame a window holds to the first one it makes. One window: none."""
+    transition of a hand-over, from the last frame a window holds to the first one it makes ('centred': or from the
+    last one it makes to the first it holds). One window: none."""
     seams = np.zeros(frames - 1, bool)
     if len(windows) == 1:
         return seams
-    if schedule == "continued":
-        for before, after in zip(windows, windows[1:]):
-            t = before[-1]  # the last frame the windows before made -> the first new one
+    if schedule in ("continued", "centred"):
+        done = set(window_order(windows, frames, schedule)[0])
+        for idx in window_order(windows, frames, schedule)[1:]:
+            new = [i for i in idx if i not in done]
+            t = new[0] - 1 if new[0] > min(done) else new[-1]  # the transition from known to new frames (or back)
             seams[max(t - 1, 0):min(t + 2, frames - 1)] = True
+            done |= set(idx)
         return seams
     shared = np.bincount(np.concatenate(windows), minlength=frames) > 1
     return shared[:-1] | shared[1:]

@@ -13,14 +13,16 @@ Windows denoised side by side each draw their own short path, and where they mee
 The "continued" schedule denoises them one after another instead: each later window starts from the last frame
 the windows before it made, held over its new frames and noised part of the way (SDEdit), and its first
 `overlap` frames are held to what the window before made, noised to every step's t (inpainting by replacement),
-so it continues the clip where the one before left it. `free_noise` is FreeNoise's noise rescheduling (Qiu et
-al. 2023): every window starts from a shuffle of the first window's noise.
+so it continues the clip where the one before left it. "centred" does the same from the middle window outwards
+(`window_order`): the windows before the middle one continue the clip backwards, so a path has room on both sides of
+the middle instead of running into the frame's edge after the first window. `free_noise` is FreeNoise's noise
+rescheduling (Qiu et al. 2023): every window starts from a shuffle of the first window's noise.
 """
 import torch
 from einops import rearrange
 
 FUSE = ("pyramid", "flat")
-SCHEDULES = ("uniform", "looped", "continued")
+SCHEDULES = ("uniform", "looped", "continued", "centred")
 
 
 def context_windows(frames: int, window: int = 16, overlap: int = 4, schedule: str = "uniform") -> list[list[int]]:
@@ -30,7 +32,7 @@ def context_windows(frames: int, window: int = 16, overlap: int = 4, schedule: s
     [[0, ..., 15], [8, ..., 23]]   # starts 0 and 12 would overshoot: the last window ends at frame 23
     >>> context_windows(24, 16, 4, "looped")
     [[0, ..., 15], [12, ..., 23, 0, 1, 2, 3]]   # starts every 12 frames, wrapping around the end
-    "continued" lays its windows out as "uniform" does.
+    "continued" and "centred" lay their windows out as "uniform" does.
     """
     if window < 1 or not 0 <= overlap < window:
         raise ValueError(f"need window >= 1 and 0 <= overlap < window, got window={window}, overlap={overlap}")
@@ -105,14 +107,30 @@ def free_noise(noise: torch.Tensor, window: int = 16, overlap: int = 4, generato
     return out
 
 
+def window_order(windows: list[list[int]], frames: int, schedule: str = "continued") -> list[list[int]]:
+    """The order in which "continued" ("centred") windows are denoised: first to last (from the window nearest the
+    clip's middle, then always the window next to those done that is nearest the middle)."""
+    if schedule != "centred":
+        return windows
+    middle = lambda idx: abs(idx[0] + idx[-1] - (frames - 1))  # noqa: E731  (twice the distance of the centres)
+    order, done = [min(windows, key=middle)], set(min(windows, key=middle))
+    while len(order) < len(windows):
+        after = min((w for w in windows if w not in order and done & set(w)), key=middle)
+        order.append(after)
+        done |= set(after)
+    return order
+
+
 def continue_windows(sample_window, noise: torch.Tensor, ddim, steps: int, window: int = 16, overlap: int = 4,
-                     strength: float = 0.84) -> torch.Tensor:
-    """The "continued" schedule: windows denoised one after another, each continuing the clip the ones before made.
+                     strength: float = 0.84, schedule: str = "continued") -> torch.Tensor:
+    """The "continued" ("centred") schedule: windows denoised one after another (`window_order`), each continuing the
+    clip the ones before made.
 
     The first window is sampled as a plain clip. Each later window holds its frames that earlier windows made
     (`known`) to those latents, noised to every step's t with their starting noise; its new frames start as the
-    last known frame held still, noised to the step `strength` of the way from clean to pure noise (SDEdit:
-    1.0 starts from pure noise), so the window picks the motion up where the one before left it.
+    known frame next to them held still (the last known one, or the first where the new frames come before it),
+    noised to the step `strength` of the way from clean to pure noise (SDEdit: 1.0 starts from pure noise), so the
+    window picks the motion up where the one before left it.
     sample_window(idx, latents, first_step, known) -> clean latents (B, C, len(idx), h, w): `sampling.sample`
     on the frames `idx` from `latents` at timestep `first_step`, with `known` = (mask (len(idx),), clean, noise).
     noise (B, C, F, h, w): the clip's starting noise. Returns clean latents (B, C, F, h, w).
@@ -121,12 +139,14 @@ def continue_windows(sample_window, noise: torch.Tensor, ddim, steps: int, windo
     clean, done = torch.zeros_like(noise), torch.zeros(frames, dtype=torch.bool)
     first = round((1 - strength) * steps)
     timesteps = ddim.set_timesteps(steps)
-    for idx in context_windows(frames, window, overlap, "continued"):
+    for idx in window_order(context_windows(frames, window, overlap, schedule), frames, schedule):
         known, window_noise = done[idx], noise[:, :, idx]
         if not known.any():
             latents = sample_window(idx, window_noise, 0, None)
         else:
-            last = clean[:, :, [max(i for i, k in zip(idx, known) if k)]]  # (B, C, 1, h, w)
+            held_frames = [i for i, k in zip(idx, known) if k]
+            backwards = not known[0]  # the new frames come before the known ones
+            last = clean[:, :, [min(held_frames) if backwards else max(held_frames)]]  # (B, C, 1, h, w)
             held = ddim.add_noise(last.expand_as(window_noise), window_noise, int(timesteps[first]))
             latents = sample_window(idx, held, first, (known, clean[:, :, idx], window_noise))
         new = [i for i, k in zip(idx, known) if not k]

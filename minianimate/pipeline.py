@@ -290,8 +290,9 @@ class AnimationPipeline(ImagePipeline):
         clips longer than the motion module's training length (default: 16 frames, `DEFAULT_CONTEXT`, for a clip
         longer than that; one window otherwise). context_schedule: 'continued' (windows denoised one after another,
         each continuing the one before from its last frame, noised `context_strength` of the way: one path;
-        overlap default half the window), or side by side, their predictions fused 'pyramid' or 'flat' (`fuse`),
-        laid out 'uniform' or 'looped' (windows wrap around the end: a seamless loop; overlap default a quarter).
+        overlap default half the window), 'centred' (the same from the middle window outwards), or side by side,
+        their predictions fused 'pyramid' or 'flat' (`fuse`), laid out 'uniform' or 'looped' (windows wrap around the
+        end: a seamless loop; overlap default a quarter).
         free_noise: FreeNoise's noise (`context.free_noise`): every window starts from the first window's noise.
         noise_share: the fraction of the initial noise's variance the frames share (`frame_noise`); None:
         `self.noise_share`, the prior the motion module was trained with.
@@ -343,9 +344,9 @@ class AnimationPipeline(ImagePipeline):
         model, cond = self.unet, None
         if control is not None:  # inside the windows: each window gets its frames' conditions
             model, cond = self.controlled(model, control, shape, control_scale, control_start, control_end, steps)
-        continued = context is not None and context < frames and context_schedule == "continued"
+        continued = context is not None and context < frames and context_schedule in ("continued", "centred")
         if overlap is None and context is not None:
-            overlap = context // 2 if context_schedule == "continued" else context // 4
+            overlap = context // 2 if context_schedule in ("continued", "centred") else context // 4
         if context is not None and not continued:
             model = ContextWindows(model, context, overlap, fuse, context_schedule)
         kwargs = {} if cond is None else {"control": cond}
@@ -363,7 +364,8 @@ class AnimationPipeline(ImagePipeline):
 
         def one_pass(start):
             if continued:
-                return continue_windows(sample_window, start, self.ddim, steps, context, overlap, context_strength)
+                return continue_windows(sample_window, start, self.ddim, steps, context, overlap, context_strength,
+                                        context_schedule)
             return self.denoise(partial(model, **kwargs), shape, embeddings, negative_prompt, steps, guidance, seed,
                                 eta, start, progress)
 

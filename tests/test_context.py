@@ -93,3 +93,28 @@ def test_free_noise_changes_the_starting_noise_of_side_by_side_windows(pipe):  #
     kwargs = dict(frames=12, steps=1, seed=0, context=8, overlap=4, context_schedule="uniform", progress=False)
     plain = pipe.generate("a red circle moving left", **kwargs)
     assert not np.array_equal(plain, pipe.generate("a red circle moving left", free_noise=True, **kwargs))
+
+
+def test_centred_windows_start_in_the_middle_and_grow_outwards_each_touching_the_ones_done():
+    from minianimate.context import window_order
+
+    windows = context_windows(48, 16, 8, "centred")
+    order = window_order(windows, 48, "centred")
+    assert [w[0] for w in order] == [16, 8, 24, 0, 32] and sorted(order) == sorted(windows)
+    assert window_order(windows, 48, "continued") == windows
+
+
+def test_a_centred_window_before_the_middle_starts_from_the_first_known_frame():
+    ddim, calls = DDIM(), []
+
+    def sample_window(idx, latents, first_step, known):
+        calls.append((idx, latents, known))
+        return torch.tensor(idx, dtype=torch.float32).reshape(1, 1, -1, 1, 1).expand(1, 2, -1, 2, 2)
+
+    noise = torch.randn(1, 2, 32, 2, 2, generator=torch.Generator().manual_seed(0))
+    clean = continue_windows(sample_window, noise, ddim, steps=25, window=16, overlap=8, schedule="centred")
+    assert torch.equal(clean[0, 0, :, 0, 0], torch.arange(32.0))  # every frame made once, by the window that made it
+    idx, latents, (known, _, window_noise) = next(c for c in calls if c[0][0] == 0)  # the window before the middle
+    assert known.tolist() == [False] * 8 + [True] * 8
+    first = torch.full((1, 2, 16, 2, 2), 8.0)  # frame 8, the first one the middle window made, held still
+    torch.testing.assert_close(latents, ddim.add_noise(first, window_noise, int(ddim.set_timesteps(25)[4])))

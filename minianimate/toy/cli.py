@@ -220,9 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "--frames over 16)")
     p.add_argument("--overlap", type=count(0), default=None, help="window overlap (default: half of --context "
                    "continued, a quarter uniform or looped)")
-    p.add_argument("--context-schedule", choices=["continued", "uniform", "looped"], default="continued",
-                   help="continued: each window continues the one before (one path); uniform: windows side by side; "
-                   "looped: side by side, wrapping the last frames into the first (a seamless loop)")
+    p.add_argument("--context-schedule", choices=["continued", "centred", "uniform", "looped"], default="continued",
+                   help="continued: each window continues the one before (one path); centred: the same from the "
+                   "middle window outwards; uniform: windows side by side; looped: side by side, wrapping the last "
+                   "frames into the first (a seamless loop)")
     p.add_argument("--free-init", type=count(0, 5), default=0, metavar="N", help="FreeInit iterations (0: off; "
                    "the community uses 1-3, each costs one more sampling pass)")
     p.add_argument("--free-init-filter", choices=["butterworth", "gaussian", "ideal"], default="butterworth")
