@@ -4,6 +4,8 @@ VENV     ?= .venv
 VPY      := $(VENV)/bin/python
 TORCH    ?= torch==2.13.0
 NB_TIMEOUT ?= 600
+# make test's workers (pytest-xdist), one torch thread each: both cores of a 2-core machine busy
+JOBS     ?= 2
 
 .PHONY: venv demo test test-py test-nb notebooks exercises bench checkpoints clean
 
@@ -22,16 +24,17 @@ demo: venv
 test: venv test-py test-nb
 
 test-py: venv
-	MINIANIMATE_QUICK=1 $(VPY) -m pytest tests
+	MINIANIMATE_QUICK=1 OMP_NUM_THREADS=1 $(VPY) -m pytest -n $(JOBS) tests
 
+# A notebook's cells run in order in one kernel: --dist loadscope keeps each notebook on one worker.
 test-nb: venv
-	MINIANIMATE_QUICK=1 $(VPY) -m pytest --nbval-lax --nbval-current-env \
-		--nbval-cell-timeout=$(NB_TIMEOUT) -p no:cacheprovider notebooks course/source course/student
+	MINIANIMATE_QUICK=1 OMP_NUM_THREADS=1 $(VPY) -m pytest -n $(JOBS) --dist loadscope --nbval-lax \
+		--nbval-current-env --nbval-cell-timeout=$(NB_TIMEOUT) -p no:cacheprovider notebooks course/source course/student
 
 # Re-execute every notebook in quick mode and store its outputs in place, all from one commit (commit first: it
 # refuses a working tree that differs from HEAD). tests/test_notebooks.py checks the outputs came from one commit.
 notebooks: venv
-	$(VPY) notebooks/run_notebooks.py --timeout $(NB_TIMEOUT)
+	OMP_NUM_THREADS=1 $(VPY) notebooks/run_notebooks.py --timeout $(NB_TIMEOUT)   # one thread, as make test runs them
 
 # The course's student notebooks, rebuilt from the solution notebooks (commit the result; tests/test_course.py
 # fails when they drift apart).
