@@ -15,10 +15,6 @@ from pathlib import Path
 
 import pytest
 
-# Prose figures are checked against stored outputs, which at this commit predate the notebooks' last edits (see
-# tests/test_notebooks.py's STALE): marked until `make notebooks` re-makes them.
-pytestmark = pytest.mark.xfail(reason="stored outputs not yet re-made by `make notebooks` at this commit", strict=False)
-
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 CITABLE = ("configs", "benchmarks/results", "data_samples")  # where a cited json or yaml may live

@@ -33,20 +33,12 @@ def test_a_notebook_opens_in_quick_mode(path):
     assert 'os.environ.get("MINIANIMATE_QUICK"), QUICK)' in code_cells(load(path))[1]  # the variable still wins
 
 
-# The stored outputs at this commit predate its notebooks' last edits: `make notebooks` (run_notebooks.py) re-makes them
-# from one clean commit, and its run did not finish on the loaded machine of the session that wrote these checks.
-# Remove STALE once it has (with strict=False a check that passes stays quiet meanwhile).
-STALE = pytest.mark.xfail(reason="stored outputs not yet re-made by `make notebooks` at this commit", strict=False)
-
-
-@STALE
 def test_the_stored_outputs_come_from_one_clean_commit():
     stamps = {p.name: load(p)["metadata"].get("minianimate") for p in NOTEBOOKS}
     assert all(s and s.get("quick") and not s.get("dirty") for s in stamps.values()), stamps
     assert len({s["commit"] for s in stamps.values()}) == 1, f"re-run them all with `make notebooks`: {stamps}"
 
 
-@STALE
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_the_stored_outputs_are_those_of_the_code_cells_shown(path):
     """The commit the outputs ran on had these code cells (markdown may have been edited since)."""
@@ -57,7 +49,6 @@ def test_the_stored_outputs_are_those_of_the_code_cells_shown(path):
     assert code_cells(json.loads(ran.stdout)) == code_cells(load(path)), "code changed since the run: `make notebooks`"
 
 
-@STALE
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_stored_outputs_hold_no_progress_bars_warnings_or_errors(path):
     for i, out in outputs(load(path)):
