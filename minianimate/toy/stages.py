@@ -87,6 +87,11 @@ class MotionLoRAStage(TrainConfig, VideoData):
     zoom: float | None = None  # the references' zoom: the most zoomed frame shows 1/zoom of it (None: ZOOM_SCALE)
 
 
+WROTE = {"vae": ("vae",), "base": ("base", "text_encoder"), "outlined": ("outlined",), "pastel": ("pastel",),
+         "adapter": ("adapter",), "motion": ("motion", "motion_config"), "motion-lora": ("motion_loras",),
+         "controlnet": ("controlnet",)}  # a stage's name in training_log.json (its first word) -> FILES it writes
+
+
 def report(stage: str, out: Path, started: float, trainer=None, **numbers) -> None:
     """Add the stage's minutes, final loss (mean of the last 50) and `numbers` to out/training_log.json."""
     if trainer is not None:
@@ -96,6 +101,8 @@ def report(stage: str, out: Path, started: float, trainer=None, **numbers) -> No
     log = out / "training_log.json"
     history = json.loads(log.read_text()) if log.exists() else {}
     history[stage] = record
+    wrote = WROTE.get(stage.split()[0], ())  # the commit and the hashes of the files the stage wrote, beside its record
+    history.setdefault("provenance", {"by_section": {}})["by_section"][stage] = provenance(*wrote, root=out)
     log.write_text(json.dumps(history, indent=2))
     print(f"{stage}: {record}")
 
