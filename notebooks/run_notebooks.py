@@ -26,7 +26,7 @@ MAX_BYTES = 2_000_000  # a stored notebook stays readable on a web page
 
 
 def git(*args: str) -> str:
-    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.rstrip()
 
 
 def sources(text: str) -> list[str]:
