@@ -43,6 +43,7 @@ from minianimate.toy import metrics
 from minianimate.toy import shapeworld as sw
 from minianimate.toy.datasets import HELD_OUT, clip_set, combos, switch_set
 from minianimate.toy.models import CHECKPOINTS, FILES, TOY_MOTION, load_motion_unet, load_text_encoder, load_vae, toy_ddim
+from minianimate.toy.provenance import provenance
 from minianimate.toy.stages import MotionStage, train_motion
 
 EVAL_EVERY, SEED, FRAMES = 500, 0, 16
@@ -317,8 +318,11 @@ def run_arm(name: str, levers: dict, out: Path, steps: int | None = None, checkp
     cfg = stage_config(levers, init_module(levers["init"], out, checkpoints) if levers["init"] else None)
     result_path = out / f"{name}.json"
     old = json.loads(result_path.read_text()) if result_path.exists() else {}
+    frozen = [k for k in ("vae", "text_encoder", "base", "outlined", "pastel", "adapter") if (checkpoints / FILES[k]).exists()]
     result = {"arm": name, "levers": levers, "checkpoints": str(checkpoints), "curve": old.get("curve", []),
-              "train_minutes": old.get("train_minutes", 0.0)}
+              "train_minutes": old.get("train_minutes", 0.0),
+              "provenance": provenance(*frozen, root=checkpoints, note="the frozen models the arm trained on and "
+                                       "evaluated with; its own module is in OUT/runs/ARM")}
     groups = eval_groups(levers["rung"])
     references = {g: reference_displacement(t, levers["speed"]) for g, t in groups.items()}
     clock = {"train": time.time()}
