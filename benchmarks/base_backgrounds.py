@@ -7,7 +7,8 @@ base model of each checkpoint folder given (default: the wider world's and the s
 is read off its border (`segmentation.background_color`) and named by `shapeworld.background_kind`; per kind: how many
 images, the colour and shape rates (`personalized_figures`) and the clean-background rate (background std at most the
 shipped base's CLEAN_PERCENTILE percentile on the same prompts and seeds, the reference `eval --personalized` uses).
-Real renders on each kind (`render_image(background=kind)`) give the same figures as a reference row. Writes
+Real renders on each kind (`render_image(background=kind)`) give the same figures as a reference row, and again after a
+round trip through each folder's VAE (the cleanest background that folder's latents can give). Writes
 benchmarks/results/base_backgrounds.json.
 """
 import argparse
@@ -16,10 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from einops import rearrange
 
+from minianimate.autoencoder import decode, encode, to_uint8
 from minianimate.toy import evaluation
 from minianimate.toy import shapeworld as sw
-from minianimate.toy.models import CHECKPOINTS, load_t2i
+from minianimate.toy.models import CHECKPOINTS, load_t2i, load_vae
 from minianimate.toy.provenance import provenance
 
 ROOT = Path(__file__).parent.parent
@@ -62,6 +65,11 @@ def main():
         images = shipped if Path(folder).resolve() == CHECKPOINTS.resolve() else \
             evaluation.sample_prompts(load_t2i("base", folder), args.seeds)[0]
         rows[folder] = by_kind(images, targets, reference)
+        vae = load_vae(folder)  # the same real renders after a round trip through the folder's VAE: what it can keep
+        with torch.no_grad():
+            back = to_uint8(decode(vae, encode(vae, rearrange(torch.from_numpy(real), 'b h w c -> b c h w').float() / 127.5 - 1)))
+        rows[f"real renders through {folder}'s VAE"] = by_kind(back, [p for _ in sw.BACKGROUND_KINDS for p in pairs],
+                                                                 reference)
     for name, kinds in rows.items():
         print(name)
         for kind, r in kinds.items():
