@@ -17,13 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from einops import rearrange
 
-from minianimate.autoencoder import decode, encode, to_uint8
 from minianimate.toy import evaluation
 from minianimate.toy import shapeworld as sw
 from minianimate.toy.models import CHECKPOINTS, load_t2i, load_vae
 from minianimate.toy.provenance import provenance
+from vae_recon import reconstruct  # benchmarks/: the VAE round trip vae_recon.py measures
 
 ROOT = Path(__file__).parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "base_backgrounds.json"
@@ -65,9 +64,7 @@ def main():
         images = shipped if Path(folder).resolve() == CHECKPOINTS.resolve() else \
             evaluation.sample_prompts(load_t2i("base", folder), args.seeds)[0]
         rows[folder] = by_kind(images, targets, reference)
-        vae = load_vae(folder)  # the same real renders after a round trip through the folder's VAE: what it can keep
-        with torch.no_grad():
-            back = to_uint8(decode(vae, encode(vae, rearrange(torch.from_numpy(real), 'b h w c -> b c h w').float() / 127.5 - 1)))
+        back = reconstruct(load_vae(folder), real)  # the real renders through the folder's VAE: what it can keep
         rows[f"real renders through {folder}'s VAE"] = by_kind(back, [p for _ in sw.BACKGROUND_KINDS for p in pairs],
                                                                  reference)
     for name, kinds in rows.items():
@@ -75,7 +72,8 @@ def main():
         for kind, r in kinds.items():
             figures = "" if not r["n"] else f"colour {r['color']:.0%}  shape {r['shape']:.0%}  clean {r['clean']:.0%}"
             print(f"  {kind:9s} n {r['n']:3d} ({r['share']:.0%})  {figures}")
-    stamp = {"by_section": {folder: provenance("vae", "text_encoder", "base", root=folder) for folder in args.checkpoints}}
+    stamp = {"by_section": {folder: provenance("vae", "text_encoder", "base", root=folder)
+                            for folder in args.checkpoints}}
     Path(args.out).write_text(json.dumps({"seeds": args.seeds, "reference": reference, "rows": rows,
                                           "provenance": stamp}, indent=1) + "\n")
 

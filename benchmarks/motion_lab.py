@@ -213,12 +213,6 @@ def personalized_figures(unet, checkpoints: Path = CHECKPOINTS) -> dict:
     from minianimate.toy.evaluation import eval_table
     from minianimate.toy.models import load_pipeline
 
-    for name in ("outlined", "pastel"):  # a personalized model still being trained beside the arm: wait for it
-        for _ in range(240):
-            if (checkpoints / FILES[name]).exists():
-                break
-            print(f"waiting for {checkpoints / FILES[name]} (the arm evaluates it)", flush=True)
-            time.sleep(60)
     if (checkpoints / FILES["motion"]).exists():
         pipe = load_pipeline(root=checkpoints)
     else:  # a folder whose motion module is not trained yet (the wider world's): the arm's modules on its base
@@ -318,7 +312,8 @@ def run_arm(name: str, levers: dict, out: Path, steps: int | None = None, checkp
     cfg = stage_config(levers, init_module(levers["init"], out, checkpoints) if levers["init"] else None)
     result_path = out / f"{name}.json"
     old = json.loads(result_path.read_text()) if result_path.exists() else {}
-    frozen = [k for k in ("vae", "text_encoder", "base", "outlined", "pastel", "adapter") if (checkpoints / FILES[k]).exists()]
+    frozen = [k for k in ("vae", "text_encoder", "base", "outlined", "pastel", "adapter")
+              if (checkpoints / FILES[k]).exists()]
     result = {"arm": name, "levers": levers, "checkpoints": str(checkpoints), "curve": old.get("curve", []),
               "train_minutes": old.get("train_minutes", 0.0),
               "provenance": provenance(*frozen, root=checkpoints, note="the frozen models the arm trained on and "

@@ -23,6 +23,7 @@ from einops import rearrange
 
 FUSE = ("pyramid", "flat")
 SCHEDULES = ("uniform", "looped", "continued", "centred")
+ONE_AFTER_ANOTHER = ("continued", "centred")  # the schedules `continue_windows` runs; the others fuse side by side
 
 
 def context_windows(frames: int, window: int = 16, overlap: int = 4, schedule: str = "uniform") -> list[list[int]]:

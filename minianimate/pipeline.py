@@ -21,7 +21,7 @@ from einops import rearrange
 
 from minianimate import checks
 from minianimate.autoencoder import decode, spatial_factor, to_uint8
-from minianimate.context import FUSE, SCHEDULES, ContextWindows, continue_windows, window_inputs
+from minianimate.context import FUSE, ONE_AFTER_ANOTHER, SCHEDULES, ContextWindows, continue_windows, window_inputs
 from minianimate.context import free_noise as free_noise_of
 from minianimate.controlnet import ControlledUNet
 from minianimate.ddim import DDIM
@@ -344,9 +344,9 @@ class AnimationPipeline(ImagePipeline):
         model, cond = self.unet, None
         if control is not None:  # inside the windows: each window gets its frames' conditions
             model, cond = self.controlled(model, control, shape, control_scale, control_start, control_end, steps)
-        continued = context is not None and context < frames and context_schedule in ("continued", "centred")
+        continued = context is not None and context < frames and context_schedule in ONE_AFTER_ANOTHER
         if overlap is None and context is not None:
-            overlap = context // 2 if context_schedule in ("continued", "centred") else context // 4
+            overlap = context // 2 if context_schedule in ONE_AFTER_ANOTHER else context // 4
         if context is not None and not continued:
             model = ContextWindows(model, context, overlap, fuse, context_schedule)
         kwargs = {} if cond is None else {"control": cond}

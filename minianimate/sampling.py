@@ -1,6 +1,7 @@
 """The denoising loop: DDIM with classifier-free guidance, the same for images (UNet) and clips (MotionUNet);
 and the noise it starts from."""
 import torch
+from einops import rearrange
 from tqdm.auto import tqdm
 
 from minianimate.ddim import DDIM, classifier_free_guidance
@@ -37,10 +38,11 @@ def sample(model, shape: tuple, context: torch.Tensor, uncond: torch.Tensor | No
     x = torch.randn(shape, generator=generator).to(device) if latents is None else latents.to(device)
     guided = uncond is not None and guidance != 1.0
     both = torch.cat([uncond, context]) if guided else context
+    if known is not None:  # the held frames, moved once: mask (F, 1, 1) against (B, C, F, h, w)
+        mask, clean, noise = rearrange(known[0], "f -> f 1 1").to(device), known[1].to(device), known[2].to(device)
     for t in tqdm(ddim.timesteps[first_step:], desc="denoising", disable=not progress, leave=False):
-        if known is not None:  # (F, 1, 1) mask against (B, C, F, h, w)
-            mask, clean, noise = (k.to(device) for k in known)
-            x = torch.where(mask[:, None, None], ddim.add_noise(clean, noise, int(t)).to(x.dtype), x)
+        if known is not None:
+            x = torch.where(mask, ddim.add_noise(clean, noise, int(t)).to(x.dtype), x)
         if guided:
             eps_uncond, eps_cond = model(torch.cat([x, x]), int(t), both).to(x.dtype).chunk(2)
             eps = classifier_free_guidance(eps_uncond, eps_cond, guidance)

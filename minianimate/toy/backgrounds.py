@@ -1,7 +1,8 @@
 """The wider world's backgrounds: flat colours of four kinds, as LAION's and WebVid's photos are taken on anything.
 
 `random_background` draws one (away from a shape's colour, so the shape stands out), `background_kind` names the kind
-a colour reads as, `palette_rgb` draws a colour name in another palette (the motion lab's palette lever). ShapeWorld's `render_*` take `background="random"` or a kind (`minianimate.toy.shapeworld`).
+a colour reads as, `palette_rgb` draws a colour name in another palette (the motion lab's palette lever).
+ShapeWorld's `render_*` take `background="random"` or a kind (`minianimate.toy.shapeworld`).
 """
 import colorsys
 
