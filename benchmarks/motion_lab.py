@@ -39,7 +39,7 @@ from minianimate.inflation import is_motion_key
 from minianimate.motion_io import save_motion_module
 from minianimate.pipeline import AnimationPipeline
 from minianimate.sampling import frame_noise
-from minianimate.toy import metrics
+from minianimate.toy import bases, metrics
 from minianimate.toy import shapeworld as sw
 from minianimate.toy.datasets import HELD_OUT, clip_set, combos, switch_set
 from minianimate.toy.models import CHECKPOINTS, FILES, TOY_MOTION, load_motion_unet, load_text_encoder, load_vae, toy_ddim
@@ -63,7 +63,7 @@ RUNGS = {  # clips drawn from `only` (None: every combination not held out); eva
 LEVERS = dict(rung=1, steps=2000, batch=4, lr=1e-3, decay="constant", warmup=100, ema=0.0, speed=FAST,
               noise_share=0.0, weighting="eps", text_dropout=0.1, init=None,
               temporal="attention", eval_every=EVAL_EVERY, watermark=False, adapter=0.0,
-              adapter_file=None, switch=0.0, background=None, personalized=False, palette=0.0)
+              adapter_file=None, switch=0.0, background=None, personalized=False, palette=0.0, bases=None)
 # watermark: clips with the video-domain defects; adapter: the domain adapter attached (frozen) during training
 # at this scale, or "mixed" (a scale drawn uniformly from [0, 1] at every step); evaluation is always adapter off.
 # adapter_file: another adapter (a path under OUT), e.g. an attention-only one: `python -m minianimate train adapter
@@ -75,6 +75,8 @@ LEVERS = dict(rung=1, steps=2000, batch=4, lr=1e-3, decay="constant", warmup=100
 # "random": the wider world's, `shapeworld.random_background`); personalized: each evaluation adds the outlined and
 # pastel rows of `eval` (24 clips each) with the arm's module. palette: a fraction of the clips with their shape in
 # another palette (`shapeworld.palette_rgb`: the colour's hue, deep, dark or bright shades; never outlined or pastel).
+# bases: looks (`shapeworld.LOOKS`) whose LoRAs (the checkpoint folder's looks/, `train look`) the module trains across
+# besides the base, each on 500 clips of its look (`minianimate.toy.bases`; the stage's `bases`).
 # Retired levers, measured with the lab's own training loop before it trained through the library's stage (their
 # arms' jsons stay in results/motion_lab/): high_t (70% of timesteps from t >= 500: r1-slow-high-t, r2-slow-high-t),
 # freeze16 (the 16x16 modules frozen: r1-slow-freeze16, r2-slow-freeze16, r2-slow-freeze16-down) and backgrounds
@@ -127,6 +129,7 @@ ARMS = {  # name -> the levers that differ from LEVERS
     "r3-wide-chain": {**WIDE, "watermark": True, "adapter": 1.0},
     "r3-wide-chain-mixed": {**WIDE, "watermark": True, "adapter": "mixed"},
     "r3-wide-palettes": {**WIDE, "palette": 0.5},
+    "r3-wide-bases": {**WIDE, "bases": "ink,neon"},
 }
 BINS = ((0, 200), (200, 400), (400, 600), (600, 800), (800, 1000))
 
@@ -176,6 +179,20 @@ def cached_clips(vae, out: Path, levers: dict, checkpoints: Path = CHECKPOINTS):
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"latents": latents, "captions": captions}, path)
     return latents, captions
+
+
+def cached_looks(vae, out: Path, cfg: MotionStage, checkpoints: Path) -> dict:
+    """look -> (latents, captions) of the stage's `bases` (`bases.look_clips`), cached beside the rung's clips."""
+    looks = {}
+    for look in bases.parse(cfg.bases):
+        path = out / f"cache-{checkpoints.name}" / f"look-{look}_n{cfg.bases_clips}{'_wm' * cfg.watermark}.pt"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(dict(zip(("latents", "captions"), bases.look_clips(vae, cfg, look, cfg.bases_clips,
+                                                                          encode_clips))), path)
+        data = torch.load(path, weights_only=False)
+        looks[look] = data["latents"], data["captions"]
+    return looks
 
 
 def reference_displacement(targets, speed, n: int = 4) -> float:
@@ -293,7 +310,8 @@ def init_module(name: str, out: Path, checkpoints: Path) -> Path:
 def stage_config(levers: dict, init: Path | None) -> MotionStage:
     """The library stage's config for an arm's levers (its clips are the lab's: `cached_clips`)."""
     mixed = levers["adapter"] == "mixed"
-    return MotionStage(steps=levers["steps"], batch=levers["batch"], lr=levers["lr"], warmup=levers["warmup"],
+    several = {"bases": levers["bases"], "watermark": levers["watermark"]} if levers["bases"] else {}  # looks' clips
+    return MotionStage(**several, steps=levers["steps"], batch=levers["batch"], lr=levers["lr"], warmup=levers["warmup"],
                        decay=levers["decay"], ema=levers["ema"], checkpoint_every=EVAL_EVERY, seed=SEED,
                        text_dropout=levers["text_dropout"], noise_share=levers["noise_share"],
                        weighting=levers["weighting"], temporal=levers["temporal"], init=str(init) if init else None,
@@ -310,6 +328,7 @@ def run_arm(name: str, levers: dict, out: Path, steps: int | None = None, checkp
     vae, text_encoder = load_vae(checkpoints), load_text_encoder(checkpoints)
     latents, captions = cached_clips(vae, out, levers, checkpoints)
     cfg = stage_config(levers, init_module(levers["init"], out, checkpoints) if levers["init"] else None)
+    data = {None: (latents, captions), **cached_looks(vae, out, cfg, checkpoints)}
     result_path = out / f"{name}.json"
     old = json.loads(result_path.read_text()) if result_path.exists() else {}
     frozen = [k for k in ("vae", "text_encoder", "base", "outlined", "pastel", "adapter")
@@ -347,7 +366,7 @@ def run_arm(name: str, levers: dict, out: Path, steps: int | None = None, checkp
 
     (out / "clips").mkdir(parents=True, exist_ok=True)
     unet, trainer, _, _ = train_motion(cfg, checkpoints, out / "runs" / name, resume=True, progress=False,
-                                       data=(latents, captions), on_check=evaluate)
+                                       data=data, on_check=evaluate)
     unet.eval()
     with swapped(trainer, unet):
         result["bins"] = bin_losses(unet, text_encoder, latents, captions, toy_ddim(), levers["noise_share"])

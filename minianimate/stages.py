@@ -94,8 +94,8 @@ def fit(modules: dict, unet, text_encoder, latents, captions, ddim: DDIM, cfg: T
         resume: bool = False, progress: bool = True, on_checkpoint=None, desc: str = "train", before_step=None,
         **loss_options) -> Trainer:
     """Train `modules` (name -> nn.Module, what the checkpoints hold) on `diffusion_loss` of `unet`.
-    loss_options: text_dropout, offset_noise, noise_share, conditions, weighting. before_step(step): called before
-    each step's loss (e.g. to draw a domain adapter's scale). Returns the Trainer (losses, step, EMA).
+    loss_options: text_dropout, offset_noise, noise_share, conditions, weighting. before_step(step): run before each
+    step's loss (to draw an adapter's scale, a base); a (latents, captions) it returns is that step's data instead.
     The models move to `cfg.device` first; the latents stay on the CPU and go over a batch at a time."""
     device = train_device(cfg)
     for module in (unet, text_encoder, *modules.values()):
@@ -103,13 +103,13 @@ def fit(modules: dict, unet, text_encoder, latents, captions, ddim: DDIM, cfg: T
     trainer = Trainer(modules, cfg, run, params=params)
     if resume and trainer.resume():
         print(f"resumed from step {trainer.step} ({run})")
-    def loss(step, generator):
-        if before_step is not None:
-            before_step(step)
-        return diffusion_loss(unet, text_encoder, latents, captions, ddim, generator, cfg.batch, **loss_options)
 
-    trainer.fit(loss,
-                on_checkpoint=on_checkpoint, desc=desc, progress=progress)
+    def loss(step, generator):
+        data = before_step(step) if before_step is not None else None
+        return diffusion_loss(unet, text_encoder, *(data or (latents, captions)), ddim, generator, cfg.batch,
+                              **loss_options)
+
+    trainer.fit(loss, on_checkpoint=on_checkpoint, desc=desc, progress=progress)
     return trainer
 
 

@@ -66,9 +66,9 @@ def load_config(path, cls=TrainConfig):
 
 def check_resume(run, cfg, source="this config") -> None:
     """A ValueError naming both if the config saved in the run folder `run` differs from `cfg` but in steps
-    (and device)."""
+    (and device); a field the class gained since the run was saved counts as its default there."""
     path, now = Path(run) / "config.json", json.loads(json.dumps(asdict(cfg)))
-    saved = json.loads(path.read_text()) if path.exists() else now
+    saved = {**json.loads(json.dumps(asdict(type(cfg)()))), **(json.loads(path.read_text()) if path.exists() else now)}
     differ = [f"{k} {saved.get(k)!r} there, {now.get(k)!r} here" for k in sorted(set(saved) | set(now))
               if k not in ("steps", "device") and saved.get(k, ()) != now.get(k, ())]
     if differ:

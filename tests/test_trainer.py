@@ -83,3 +83,22 @@ def test_use_ema_puts_the_ema_weights_into_the_trained_modules(tmp_path):
     before = [p.clone() for p in plain.modules["unet"].parameters()]
     plain.use_ema()
     assert all(torch.equal(a, b) for a, b in zip(before, plain.modules["unet"].parameters()))
+
+
+def test_a_run_saved_before_its_config_gained_a_field_resumes_at_the_default_and_not_otherwise(tmp_path):
+    import json
+    from dataclasses import asdict, dataclass
+
+    from minianimate.trainer import check_resume
+
+    @dataclass
+    class Grown(TrainConfig):
+        added: float = 0.5  # a field the class gained after the run was saved
+
+    saved = {k: v for k, v in asdict(Grown(steps=4)).items() if k != "added"}
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    check_resume(tmp_path, Grown(steps=8))  # the default: the run was trained as if with it
+    with pytest.raises(ValueError, match="added 0.5 there, 0.7 here"):
+        check_resume(tmp_path, Grown(steps=8, added=0.7))
+    with pytest.raises(ValueError, match="lr 0.001 there, 0.01 here"):
+        check_resume(tmp_path, Grown(steps=8, lr=0.01))

@@ -1,7 +1,8 @@
 """The wider world's backgrounds: flat colours of four kinds, as LAION's and WebVid's photos are taken on anything.
 
 `random_background` draws one (away from a shape's colour, so the shape stands out), `background_kind` names the kind
-a colour reads as, `palette_rgb` draws a colour name in another palette (the motion lab's palette lever).
+a colour reads as, `palette_rgb` draws a colour name in another palette (the motion lab's palette lever), `look_colours`
+a training-only look's background and shape colour (its several-bases lever).
 ShapeWorld's `render_*` take `background="random"` or a kind (`minianimate.toy.shapeworld`).
 """
 import colorsys
@@ -39,13 +40,29 @@ def random_background(rng: np.random.Generator, kind: str | None = None, avoid=N
 PALETTE_HUE, PALETTE_SATURATION, PALETTE_VALUE = 12 / 360, (0.55, 1.0), (0.45, 1.0)
 
 
-def palette_rgb(rng: np.random.Generator, rgb) -> tuple[float, ...]:
+def palette_rgb(rng: np.random.Generator, rgb, saturation=PALETTE_SATURATION, value=PALETTE_VALUE) -> tuple[float, ...]:
     """A shape colour (R, G, B) in another palette than `rgb`'s: its hue moved by up to PALETTE_HUE (the colour keeps
-    its name), saturation and value drawn from PALETTE_SATURATION and PALETTE_VALUE: deep, dark or bright shades,
-    never pastel's pale ones (saturation >= 0.55)."""
+    its name), saturation and value drawn from the ranges `saturation` and `value` (by default deep, dark or bright
+    shades, never pastel's pale ones: saturation >= 0.55)."""
     hue = colorsys.rgb_to_hsv(*(np.asarray(rgb, float) / 255))[0] + rng.uniform(-PALETTE_HUE, PALETTE_HUE)
-    out = colorsys.hsv_to_rgb(hue % 1.0, rng.uniform(*PALETTE_SATURATION), rng.uniform(*PALETTE_VALUE))
+    out = colorsys.hsv_to_rgb(hue % 1.0, rng.uniform(*saturation), rng.uniform(*value))
     return tuple(float(v) * 255 for v in out)
+
+
+# Training-only looks: the personalized variants of the base the several-bases lever trains the motion module across
+# (as AnimateDiff-Lightning trains across base models), never outlined's (rings on black) or pastel's (pale on cream):
+# a background kind and the shapes' shades (saturation, value ranges).
+LOOKS = {"ink": dict(kind="light", saturation=(0.8, 1.0), value=(0.3, 0.55)),  # deep shades on light paper
+         "neon": dict(kind="coloured", saturation=(0.85, 1.0), value=(0.9, 1.0))}  # vivid shades on colour
+
+
+def look_colours(rng: np.random.Generator, rgb, look: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(background RGB, shape RGB) of a LOOKS look for a shape whose named colour is `rgb` (the hue kept)."""
+    if look not in LOOKS:
+        raise ValueError(f"unknown look {look!r}; expected one of {tuple(LOOKS)}")
+    spec = LOOKS[look]
+    shape = palette_rgb(rng, rgb, spec["saturation"], spec["value"])
+    return random_background(rng, spec["kind"], avoid=shape), shape
 
 
 def background_kind(rgb) -> str:

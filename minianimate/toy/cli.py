@@ -175,7 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="make camera-motion clips (augmented still clips) instead of moving shapes")
     p.add_argument("--overwrite", action="store_true", help="replace the dataset already in --out")
 
-    p = command("train", _train, "train a stage: vae, base, outlined, pastel (toy T2I), adapter, motion, motion-lora")
+    p = command("train", _train, "train a stage: vae, base, outlined, pastel (toy T2I), look (a training-only "
+                "variant), adapter, motion, motion-lora")
     precision(p)
     p.add_argument("stage")
     p.add_argument("--config", required=True, help="yaml file (see configs/)")

@@ -30,19 +30,24 @@ def combos(held_out: bool | None = None) -> list[tuple[str, str, str]]:
     return every if held_out is None else [x for x in every if (x in HELD_OUT) == held_out]
 
 
-def image_set(n: int, seed: int, style: str | None = None, moving: float = 0.0,
-              margin: float = 0.0, hole: float = 0.0, background: str | None = None) -> tuple[np.ndarray, list[str]]:
+def image_set(n: int, seed: int, style: str | None = None, moving: float = 0.0, margin: float = 0.0, hole: float = 0.0,
+              background: str | None = None, look: str | None = None) -> tuple[np.ndarray, list[str]]:
     """n ShapeWorld images and captions, uint8 (n, 64, 64, 3).
 
     moving: the fraction of photos of moving shapes (a motion streak behind them, caption
     `a red circle moving left`), as an image dataset holds photos of running horses next to still ones.
     margin: every shape at least this far (px) from the frame's edge; hole: an outlined shape's hole at least this
     wide (px); background: None (the style's own) or "random" (the wider world's: `sw.random_background`) (all
-    `sw.render_image`).
+    `sw.render_image`); look: a training-only look (`sw.LOOKS`: its background and shades, the colour's name kept).
     """
     rng = np.random.default_rng(seed)
-    items = [sw.render_image(rng, style=style, direction=str(rng.choice(sw.DIRECTIONS)) if rng.random() < moving
-                             else None, margin=margin, hole=hole, background=background) for _ in range(n)]
+    items = []
+    for _ in range(n):
+        direction = str(rng.choice(sw.DIRECTIONS)) if rng.random() < moving else None
+        color = str(rng.choice(list(sw.COLORS))) if look else None
+        bg, rgb = sw.look_colours(rng, sw.COLORS[color], look) if look else (background, None)
+        items.append(sw.render_image(rng, color, style=style, direction=direction, margin=margin, hole=hole,
+                                     background=bg, rgb=rgb))
     return np.stack([i[0] for i in items]), [i[1] for i in items]
 
 
@@ -57,12 +62,14 @@ def encode_images(vae, images: np.ndarray, captions: list[str], flip: bool = Tru
 
 
 def clip_set(n: int, seed: int, frames: int = 16, exclude=HELD_OUT, watermark: bool = True, still: float = 0.0,
-             only=None, speed_range=None, background: str | None = None, palette: float = 0.0):
+             only=None, speed_range=None, background: str | None = None, palette: float = 0.0,
+             look: str | None = None):
     """n video-domain clips whose (colour, shape, direction) is not in `exclude`: uint8 (n, F, 64, 64, 3)
     and captions `a red circle moving left`; a fraction `still` are still shapes (`a red circle`).
     only: draw from these combinations alone (still the ones not in `exclude`); speed_range: px/frame (lo, hi),
     default `shapeworld.SPEED_RANGE`; background: as `image_set`'s; palette: a fraction of the clips whose shape is
-    drawn in another palette (`shapeworld.palette_rgb`: its colour name's hue, other shades), captioned as before."""
+    drawn in another palette (`shapeworld.palette_rgb`: its colour name's hue, other shades), captioned as before;
+    look: every clip in a training-only look (`shapeworld.LOOKS`), captioned as before."""
     rng = np.random.default_rng(seed)
     allowed = [x for x in (combos() if only is None else only) if x not in set(exclude)]
     if not allowed:
@@ -72,8 +79,9 @@ def clip_set(n: int, seed: int, frames: int = 16, exclude=HELD_OUT, watermark: b
         color, shape, direction = allowed[rng.integers(len(allowed))]
         direction = "still" if rng.random() < still else direction
         rgb = sw.palette_rgb(rng, sw.COLORS[color]) if palette and rng.random() < palette else None
+        bg, rgb = sw.look_colours(rng, sw.COLORS[color], look) if look else (background, rgb)
         clip, text, _ = sw.render_clip(rng, frames, color, shape, direction, watermark=watermark,
-                                       speed_range=speed_range, background=background, rgb=rgb)
+                                       speed_range=speed_range, background=bg, rgb=rgb)
         clips.append(clip)
         captions.append(text)
     return np.stack(clips), captions

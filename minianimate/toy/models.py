@@ -38,7 +38,7 @@ SHIP_DTYPE = torch.float16  # shipped weights are stored in fp16 (half the size)
 FILES = {"vae": "vae", "text_encoder": "text_encoder", "base": "unet_base", "outlined": "unet_outlined",
          "pastel": "lora_pastel.safetensors", "adapter": "domain_adapter.safetensors",
          "motion": "motion_module.safetensors", "motion_config": "motion_module.json", "motion_loras": "motion_loras",
-         "controlnet": "controlnet"}
+         "controlnet": "controlnet", "looks": "looks"}  # looks/: training-only variants of the base (never shipped)
 PERSONALIZED = ("base", "outlined", "pastel")
 # The command (after `python -m minianimate`) that makes each shipped file.
 MAKES = {"vae": "train vae --config configs/vae.yaml", "text_encoder": "train base --config configs/base.yaml",
@@ -48,11 +48,12 @@ MAKES = {"vae": "train vae --config configs/vae.yaml", "text_encoder": "train ba
          "motion": "train motion --config configs/motion.yaml",
          "motion_config": "train motion --config configs/motion.yaml",
          "motion_loras": "train motion-lora --config configs/motion_lora_zoom_in.yaml",
-         "controlnet": "train controlnet --config configs/controlnet.yaml"}
+         "controlnet": "train controlnet --config configs/controlnet.yaml",
+         "looks": "train look --config configs/wide/look_ink.yaml"}
 
 # The shipped files each training stage starts from (its result goes into the same folder).
 NEEDS = {"vae": (), "base": ("vae",), **{s: ("vae", "text_encoder", "base") for s in
-                                          ("outlined", "pastel", "adapter", "motion", "controlnet")},
+                                          ("outlined", "pastel", "look", "adapter", "motion", "controlnet")},
          "motion-lora": ("vae", "text_encoder", "base", "motion", "motion_config")}
 
 

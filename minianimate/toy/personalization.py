@@ -50,6 +50,11 @@ class PastelStage(OutlinedStage):
     targets: str = "spatial_all+conv"  # where the LoRA goes: a key of LORA_TARGETS
 
 
+@dataclass
+class LookStage(PastelStage):
+    look: str = "ink"  # a training-only look (`shapeworld.LOOKS`): a variant of the base for the several-bases lever
+
+
 class PartlyControlled(ControlledUNet):
     """A ControlledUNet for training whose ControlNet residuals reach the UNet for a random fraction `p` of the
     samples only (control dropout, as text dropout): (x (B, C, h, w), t, context, control (B, 3, H, W)) -> eps.
@@ -66,14 +71,14 @@ class PartlyControlled(ControlledUNet):
                          mid_block_additional_residual=mid * keep)
 
 
-def _styled_images(out: Path, cfg: OutlinedStage, style: str):
+def _styled_images(out: Path, cfg: OutlinedStage, style: str | None, look: str | None = None):
     """The few styled images of a personalized model (`cfg.images`, a fraction `cfg.moving` of them photos of
     moving shapes) and `round(cfg.prior * cfg.images)` plain rendered still images of the same classes, as
     DreamBooth's prior-preservation images (here under the same captions: a plain image pulls its prompt back
     toward the base); returns latents (2 * all images, 4, 16, 16) and captions (mirror images included) and the
     images (all images, 64, 64, 3)."""
     images, captions = datasets.image_set(cfg.images, cfg.seed + 1000, style=style, moving=cfg.moving,
-                                          margin=cfg.margin, hole=cfg.hole)
+                                          margin=cfg.margin, hole=cfg.hole, look=look)
     if round(cfg.prior * cfg.images):
         plain, plain_captions = datasets.image_set(round(cfg.prior * cfg.images), cfg.seed + 1500)
         images, captions = np.concatenate([images, plain]), captions + plain_captions
@@ -116,19 +121,27 @@ def outlined_stage(cfg: OutlinedStage, out: Path, run: Path, resume: bool, progr
     return {"trainer": trainer}
 
 
-def pastel_stage(cfg: PastelStage, out: Path, run: Path, resume: bool, progress: bool):
+def pastel_stage(cfg: PastelStage, out: Path, run: Path, resume: bool, progress: bool, look: str | None = None):
     """LoRA personalization from a few `pastel` images on the frozen base UNet, at `cfg.targets`
     (LORA_TARGETS: attention only, the spatial transformers, or those plus the resnet convolutions and
     conv_in/conv_out as kohya "LoCon" LoRAs do). `cfg.control`: the shipped ControlNet steers the UNet for that
-    fraction of the training samples, so that the LoRA learns to follow it (`_partly_controlled`)."""
+    fraction of the training samples, so that the LoRA learns to follow it (`_partly_controlled`). look: the same
+    recipe on images of a training-only look (`look_stage`) instead of pastel's."""
     ddim = _ddim(cfg)  # checks max_t before any work
-    latents, captions, images = _styled_images(out, cfg, "pastel")
+    latents, captions, images = _styled_images(out, cfg, None if look else "pastel", look)
     unet = UNet.from_pretrained(out / FILES["base"]).requires_grad_(False)
-    lora = LoRA.inject(unet, LORA_TARGETS[cfg.targets], rank=cfg.rank, name="pastel")
+    lora = LoRA.inject(unet, LORA_TARGETS[cfg.targets], rank=cfg.rank, name=look or "pastel")
     model, control = _partly_controlled(unet, out, cfg, images)
     trainer = stages.fit({"lora": lora}, model, load_text_encoder(out), latents, captions, ddim, cfg, run,
-                         resume=resume, progress=progress, desc="pastel", text_dropout=cfg.text_dropout,
+                         resume=resume, progress=progress, desc=f"look {look}" if look else "pastel",
+                         text_dropout=cfg.text_dropout,
                          offset_noise=cfg.offset_noise, **control)
     trainer.use_ema()  # a LoRA trained with `ema` ships its EMA weights, as the outlined UNet does
-    lora.save(out / FILES["pastel"])
+    lora.save(out / (FILES["looks"] + f"/{look}.safetensors" if look else FILES["pastel"]))
     return {"trainer": trainer, "lora_parameters": lora.num_parameters()}
+
+
+def look_stage(cfg: LookStage, out: Path, run: Path, resume: bool, progress: bool):
+    """A training-only variant of the base: pastel's LoRA recipe on images of `cfg.look` (`shapeworld.LOOKS`),
+    written to looks/LOOK.safetensors, for the motion stage's `bases` (never shipped, never evaluated on)."""
+    return pastel_stage(cfg, out, run, resume, progress, look=cfg.look)

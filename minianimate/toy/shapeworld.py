@@ -15,7 +15,7 @@ from einops import reduce
 
 from minianimate.data import flip_caption  # noqa: F401  (the caption-aware flip; re-exported)
 from minianimate.toy.backgrounds import (  # noqa: F401  (re-exported)
-    BACKGROUND_KINDS, MIN_SHAPE_CONTRAST, background_kind, palette_rgb, random_background)
+    BACKGROUND_KINDS, LOOKS, MIN_SHAPE_CONTRAST, background_kind, look_colours, palette_rgb, random_background)
 from minianimate.toy.video_effects import (  # noqa: F401  (re-exported)
     CAMERA_MOTIONS, MIRRORED_WATERMARK_BOX, NOISE_STD, ROLL_DEGREES, WATERMARK_ALPHA, WATERMARK_BOX, ZOOM_SCALE,
     add_video_defects, add_watermark, camera_augment)

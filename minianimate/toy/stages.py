@@ -25,14 +25,15 @@ from minianimate.motion_io import load_motion_module, save_motion_module
 from minianimate.pipeline import AnimationPipeline
 from minianimate.trainer import TrainConfig, check_resume, init_distributed, load_config
 from minianimate.unet import UNet
-from minianimate.toy import datasets
+from minianimate.toy import bases, datasets
 from minianimate.toy.control import ControlNetStage, controlnet_stage
 from minianimate.toy.evaluation import held_out_check
 from minianimate.toy.models import (CHECKPOINTS, FILES, TOY_MOTION, check_config, check_stage_inputs, default_run,
                                     load_motion_unet, load_text_encoder, load_vae, read_json, toy_ddim)
 from minianimate.toy.provenance import provenance
 from minianimate.toy.image_stages import BaseStage, VAEStage, base_stage, vae_stage  # noqa: F401  (re-exported)
-from minianimate.toy.personalization import LORA_TARGETS, OutlinedStage, PastelStage, outlined_stage, pastel_stage
+from minianimate.toy.personalization import (LORA_TARGETS, LookStage, OutlinedStage, PastelStage, look_stage,
+                                             outlined_stage, pastel_stage)
 
 ADAPTER_TARGETS = LORA_TARGETS  # the domain adapter's choices are the image LoRA's
 BETA_SCHEDULES = ("linear", "scaled_linear")  # a motion stage's choices (`minianimate.ddim.make_betas`)
@@ -73,6 +74,8 @@ class MotionStage(TrainConfig, VideoData):
     noise_share: float = 0.0  # fraction of the noise's variance shared by the frames (PYoCo), also at sampling
     weighting: str = "eps"  # the loss over timesteps: "eps" or "x0" (see minianimate.stages.diffusion_loss)
     positional: bool = True  # the motion modules' frame-position encoding (False: the ablation without it)
+    bases: str | None = None  # looks (comma-separated, `shapeworld.LOOKS`) to train across besides the base: `bases.py`
+    bases_clips: int = 500  # clips in each look
     beta_schedule: str = "linear"  # the noise schedule it trains and samples on: the base's "linear" (as the paper's
     # motion stage) or "scaled_linear" (the ablation; written to motion_module.json, which `generate` follows)
 
@@ -87,9 +90,10 @@ class MotionLoRAStage(TrainConfig, VideoData):
     zoom: float | None = None  # the references' zoom: the most zoomed frame shows 1/zoom of it (None: ZOOM_SCALE)
 
 
+# a stage's name in training_log.json (its first word) -> FILES it writes
 WROTE = {"vae": ("vae",), "base": ("base", "text_encoder"), "outlined": ("outlined",), "pastel": ("pastel",),
          "adapter": ("adapter",), "motion": ("motion", "motion_config"), "motion-lora": ("motion_loras",),
-         "controlnet": ("controlnet",)}  # a stage's name in training_log.json (its first word) -> FILES it writes
+         "controlnet": ("controlnet",), "look": ("looks",)}
 
 
 def report(stage: str, out: Path, started: float, trainer=None, **numbers) -> None:
@@ -150,18 +154,25 @@ def train_motion(cfg: MotionStage, out: Path, run: Path, resume: bool, progress:
     modules train, on clip latents. data: (latents (n, 4, F, 16, 16), captions) instead of the config's clips (the
     motion lab's rungs). At each checkpoint a few held-out clips are generated (adapter off; `cfg.check`) and
     `on_check(trainer, unet, adapter)` runs (its dict joins the check's row); the checks so far are kept in
-    run/checks.json (a resumed run goes on with them). Returns (unet, trainer, checks, number of clips)."""
+    run/checks.json (a resumed run goes on with them). With `cfg.bases`, data may be a dict (None: the base's, a
+    look: its (latents, captions)); missing looks' clips are rendered. Returns (unet, trainer, checks, number of
+    clips)."""
+    looks = bases.parse(cfg.bases, cfg.adapter_mix)
     vae, text_encoder = load_vae(out), load_text_encoder(out)
     unet = load_motion_unet(out, {"heads": cfg.heads, "max_frames": cfg.max_frames, "temporal": cfg.temporal,
                                   "positional": cfg.positional})
     if cfg.init:
         load_motion_module(unet, out / cfg.init, verbose=False)
     adapter = _adapter(unet, out, cfg.adapter_scale, cfg.adapter_file)
-    latents, captions = data or training_clips(vae, cfg, clips=cfg.clips, still=cfg.still)
-    if data is None and cfg.switch:  # prompt travel: clips whose colour switches mid-clip, captioned per frame
+    data = data if isinstance(data, dict) else {None: data}
+    latents, captions = data.get(None) or training_clips(vae, cfg, clips=cfg.clips, still=cfg.still)
+    if data.get(None) is None and cfg.switch:  # prompt travel: clips whose colour switches mid-clip, captioned per frame
         clips, switched = datasets.switch_set(round(cfg.switch * len(latents)), cfg.seed + 3000, cfg.frames,
                                               background=cfg.background)
         latents, captions = torch.cat([latents, encode_clips(vae, clips)]), captions + switched
+    several = looks and bases.SeveralBases(unet, out, {None: (latents, captions), **{
+        look: data.get(look) or bases.look_clips(vae, cfg, look, cfg.bases_clips, encode_clips) for look in looks}},
+        cfg.seed)
     ddim, log = toy_ddim(cfg.beta_schedule), run / "checks.json"
     history = [row for row in json.loads(log.read_text()) if resume] if log.exists() else []
 
@@ -172,6 +183,8 @@ def train_motion(cfg: MotionStage, out: Path, run: Path, resume: bool, progress:
         row = {"step": trainer.step, "loss": sum(last) / len(last)}
         if adapter is not None:
             adapter.enabled = False
+        if several:  # the base alone (the step after attaches its own)
+            several.off()
         if cfg.check:
             pipe = AnimationPipeline(vae, text_encoder, unet, ddim)
             pipe.noise_share = cfg.noise_share
@@ -193,7 +206,7 @@ def train_motion(cfg: MotionStage, out: Path, run: Path, resume: bool, progress:
     trainer = stages.train_motion_module(unet, text_encoder, latents, captions, ddim, cfg, run,
                                          cfg.gradient_checkpointing, resume=resume, progress=progress,
                                          on_checkpoint=check if cfg.check or on_check else None,
-                                         before_step=mix_adapter if cfg.adapter_mix and adapter else None,
+                                         before_step=several or (mix_adapter if cfg.adapter_mix and adapter else None),
                                          text_dropout=cfg.text_dropout, noise_share=cfg.noise_share,
                                          weighting=cfg.weighting)
     return unet, trainer, history, len(latents)
@@ -247,7 +260,8 @@ def motion_lora_stage(cfg: MotionLoRAStage, out: Path, run: Path, resume: bool, 
 
 
 STAGES = {"vae": (vae_stage, VAEStage), "base": (base_stage, BaseStage), "outlined": (outlined_stage, OutlinedStage),
-          "pastel": (pastel_stage, PastelStage), "adapter": (adapter_stage, AdapterStage),
+          "pastel": (pastel_stage, PastelStage), "look": (look_stage, LookStage),
+          "adapter": (adapter_stage, AdapterStage),
           "motion": (motion_stage, MotionStage), "motion-lora": (motion_lora_stage, MotionLoRAStage),
           "controlnet": (controlnet_stage, ControlNetStage)}
 
@@ -267,7 +281,8 @@ def run_stage(stage: str, config, out=CHECKPOINTS, resume: bool = False, progres
     overrides = dict(device=device, dtype=dtype, steps=steps)  # --device, --dtype, --steps
     cfg = check_config(replace(cfg, **{k: v for k, v in overrides.items() if v is not None}), where)
     out, run = Path(out), Path(run or default_run(stage, config, cfg))
-    check_stage_inputs(stage, cfg, out, where, {"targets": ADAPTER_TARGETS, "beta_schedule": BETA_SCHEDULES})
+    check_stage_inputs(stage, cfg, out, where, {"targets": ADAPTER_TARGETS, "beta_schedule": BETA_SCHEDULES,
+                                               "look": tuple(datasets.sw.LOOKS)})
     if resume:
         check_resume(run, cfg, where)
     elif (run / "trainer_state.pt").exists():
@@ -278,6 +293,6 @@ def run_stage(stage: str, config, out=CHECKPOINTS, resume: bool = False, progres
     torch.manual_seed(cfg.seed)
     numbers = function(cfg, out, run, resume, progress)
     if numbers is not None:
-        name = (f"motion-lora {cfg.camera}" if stage == "motion-lora" else
+        name = (f"motion-lora {cfg.camera}" if stage == "motion-lora" else f"look {cfg.look}" if stage == "look" else
                 "vae decoder" if getattr(cfg, "decoder_only", False) else stage)
         report(name, out, started, **numbers)
