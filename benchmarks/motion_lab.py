@@ -224,9 +224,9 @@ def travel_figures(unet, vae, text_encoder, steps: int = 25) -> dict:
         "colors": [" ".join((c or "-")[:2] for c in r["colors"]) for r in rows]}
 
 
-def personalized_figures(unet, checkpoints: Path = CHECKPOINTS) -> dict:
+def personalized_figures(unet, checkpoints: Path = CHECKPOINTS, **generate_kwargs) -> dict:
     """The outlined and pastel rows of `eval` (24 clips each, 16 frames, DDIM 25, CFG 7.5, adapter 0) with this
-    module in the checkpoint folder's pipeline."""
+    module in the checkpoint folder's pipeline; generate_kwargs to every clip's `generate` (e.g. free_init)."""
     from minianimate.toy.evaluation import eval_table
     from minianimate.toy.models import load_pipeline
 
@@ -237,7 +237,7 @@ def personalized_figures(unet, checkpoints: Path = CHECKPOINTS) -> dict:
                                  load_motion_unet(checkpoints, motion=unet.motion_config).eval(), toy_ddim())
     pipe.unet.load_state_dict(unet.motion_state_dict(), strict=False)
     rows = ("outlined (never seen in training)", "pastel (never seen in training)")
-    table = eval_table(checkpoints, per_row=24, rows=rows, progress=False, pipe=pipe)
+    table = eval_table(checkpoints, per_row=24, rows=rows, progress=False, pipe=pipe, **generate_kwargs)
     keep = ("direction", "color", "shape", "style", "jerk", "visible", "displacement", "n")
     return {r["row"].split()[0]: {k: round(float(r[k]), 4) for k in keep} for r in table}
 
@@ -402,6 +402,26 @@ def guidance_probe(name: str, out: Path, scales=(0.0, 1.0, 3.0, 7.5, 12.0), chec
     return result
 
 
+def free_init_probe(name: str, out: Path, iterations: int = 3, checkpoints: Path = CHECKPOINTS) -> dict:
+    """FreeInit at inference on the personalized models (a transfer lever that trains nothing): an arm's last
+    checkpoint, the outlined and pastel rows (the same clips and seeds as its curve's) without FreeInit and with
+    `iterations` of it (butterworth, the pipeline's defaults). Writes OUT/free_init_ARM.json."""
+    levers = {**LEVERS, **ARMS[name]}
+    unet = load_motion_unet(checkpoints, {**TOY_MOTION, "temporal": levers["temporal"]}).eval()
+    weights, meta = read_state_dict(out / "runs" / name / f"{'ema' if levers['ema'] else 'weights'}.safetensors",
+                                    metadata=True)
+    unet.load_state_dict({k[5:]: v for k, v in weights.items() if is_motion_key(k)}, strict=False)
+    result = {"arm": name, "step": int(meta["step"]), "checkpoints": str(checkpoints), "rows": {},
+              "provenance": provenance("vae", "text_encoder", "base", "outlined", "pastel", root=checkpoints)}
+    for n in (0, iterations):
+        started = time.time()
+        result["rows"][f"free_init {n}"] = {**personalized_figures(unet, checkpoints, free_init=n),
+                                            "minutes": round((time.time() - started) / 60, 2)}
+        print(n, json.dumps(result["rows"][f"free_init {n}"]), flush=True)
+        (out / f"free_init_{name}.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
 KEPT = Path(__file__).parent / "results" / "motion_lab"  # the arms' jsons and table; `runs/`: long runs' state
 
 
@@ -463,6 +483,9 @@ def main():
     p.add_argument("--out", default="runs/lab")
     p.add_argument("--table", action="store_true")
     p.add_argument("--guidance-probe", metavar="ARM", help="sample ARM's last checkpoint at guidance 0, 1, 3, 7.5, 12")
+    p.add_argument("--free-init-probe", metavar="ARM", help="ARM's last checkpoint on the outlined and pastel rows "
+                   "without and with FreeInit (--free-init iterations)")
+    p.add_argument("--free-init", type=int, default=3)
     p.add_argument("--keep-run", metavar="ARM", help=f"copy ARM's checkpoint (motion weights) to {KEPT}/runs/")
     p.add_argument("--restore-run", metavar="ARM", help="put ARM's kept checkpoint back into OUT/runs/ (then resume)")
     p.add_argument("--checkpoints", default=str(CHECKPOINTS), help="the checkpoint folder the arms train on")
@@ -472,6 +495,9 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     if args.guidance_probe:
         guidance_probe(args.guidance_probe, out, checkpoints=checkpoints)
+        return
+    if args.free_init_probe:
+        free_init_probe(args.free_init_probe, out, args.free_init, checkpoints)
         return
     if args.keep_run:
         keep_run(args.keep_run, out)

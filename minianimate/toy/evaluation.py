@@ -75,9 +75,9 @@ ROWS = ("base, trained prompts", "base, held-out prompts", "outlined (never seen
 
 
 def eval_table(root=None, per_row: int = 12, frames: int = 16, steps: int = 25, guidance: float = 7.5, seed: int = 0,
-               rows=ROWS, progress: bool = True, pipe=None) -> list[dict]:
+               rows=ROWS, progress: bool = True, pipe=None, **generate_kwargs) -> list[dict]:
     """The metric table: one dict per row with `evaluate_clips`' figures and its clips. `per_row` clips per row
-    (held-out: every held-out combination, repeated)."""
+    (held-out: every held-out combination, repeated); generate_kwargs go to every row's `pipe.generate` (FreeInit)."""
     root_kwargs = {} if root is None else {"root": root}
     pipe = pipe or load_pipeline(**root_kwargs)
     trained, everything = balanced_prompts(per_row, False, seed), balanced_prompts(per_row, None, seed + 1)
@@ -93,7 +93,7 @@ def eval_table(root=None, per_row: int = 12, frames: int = 16, steps: int = 25, 
         if pipe.model != model:
             load_personalized(pipe, model, **root_kwargs)
         result = evaluate_clips(pipe, prompts, frames=frames, steps=steps, guidance=guidance, seed=seed,
-                                adapter_scale=adapter_scale, style=style)
+                                adapter_scale=adapter_scale, style=style, **generate_kwargs)
         table.append({"row": row, **{k: v for k, v in result.items() if k != "targets"},
                       "adapter_scale": adapter_scale})
     return table
