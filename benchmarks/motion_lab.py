@@ -130,6 +130,9 @@ ARMS = {  # name -> the levers that differ from LEVERS
     "r3-wide-chain-mixed": {**WIDE, "watermark": True, "adapter": "mixed"},
     "r3-wide-palettes": {**WIDE, "palette": 0.5},
     "r3-wide-bases": {**WIDE, "bases": "ink,neon"},
+    # the frames' noise partly shared in training and sampling (PYoCo's mixed prior, as r1-slow-shared*): on the wider
+    # world's backgrounds the 2,000-step modules change the background's colour from frame to frame
+    "r3-wide-shared0.5": {**WIDE, "noise_share": 0.5},
 }
 BINS = ((0, 200), (200, 400), (400, 600), (600, 800), (800, 1000))
 
@@ -356,7 +359,7 @@ def run_arm(name: str, levers: dict, out: Path, steps: int | None = None, checkp
             if levers["switch"]:
                 row["travel"] = travel_figures(unet, vae, text_encoder)
             if levers["personalized"]:
-                row.update(personalized_figures(unet, checkpoints))
+                row.update(personalized_figures(unet, checkpoints, noise_share=levers["noise_share"]))
         row["eval_minutes"] = round((time.time() - t0) / 60, 2)
         result["curve"].append(row)
         result_path.write_text(json.dumps(result, indent=1))
@@ -415,7 +418,8 @@ def free_init_probe(name: str, out: Path, iterations: int = 3, checkpoints: Path
               "provenance": provenance("vae", "text_encoder", "base", "outlined", "pastel", root=checkpoints)}
     for n in (0, iterations):
         started = time.time()
-        result["rows"][f"free_init {n}"] = {**personalized_figures(unet, checkpoints, free_init=n),
+        result["rows"][f"free_init {n}"] = {**personalized_figures(unet, checkpoints, free_init=n,
+                                                                   noise_share=levers["noise_share"]),
                                             "minutes": round((time.time() - started) / 60, 2)}
         print(n, json.dumps(result["rows"][f"free_init {n}"]), flush=True)
         (out / f"free_init_{name}.json").write_text(json.dumps(result, indent=1))
