@@ -44,6 +44,7 @@ from minianimate.toy import shapeworld as sw
 from minianimate.toy.datasets import HELD_OUT, clip_set, combos, switch_set
 from minianimate.toy.models import CHECKPOINTS, FILES, TOY_MOTION, load_motion_unet, load_text_encoder, load_vae, toy_ddim
 from minianimate.toy.provenance import provenance
+from minianimate.toy.segmentation import background_color
 from minianimate.toy.stages import MotionStage, train_motion
 
 EVAL_EVERY, SEED, FRAMES = 500, 0, 16
@@ -242,7 +243,15 @@ def personalized_figures(unet, checkpoints: Path = CHECKPOINTS, **generate_kwarg
     rows = ("outlined (never seen in training)", "pastel (never seen in training)")
     table = eval_table(checkpoints, per_row=24, rows=rows, progress=False, pipe=pipe, **generate_kwargs)
     keep = ("direction", "color", "shape", "style", "jerk", "visible", "displacement", "n")
-    return {r["row"].split()[0]: {k: round(float(r[k]), 4) for k in keep} for r in table}
+    return {r["row"].split()[0]: {**{k: round(float(r[k]), 4) for k in keep}, "bg_step": background_step(r["clips"])}
+            for r in table}
+
+
+def background_step(clips) -> float:
+    """Median over clips of the mean RGB distance between consecutive frames' background colours (the border's
+    median, `segmentation.background_color`): 0 for ShapeWorld's clips, whose background never changes."""
+    bg = background_color(np.asarray(clips, dtype=np.float32))  # (N, F, 3)
+    return round(float(np.median(np.linalg.norm(np.diff(bg, axis=1), axis=-1).mean(1))), 2)
 
 
 def group_figures(clips, targets, reference: float) -> dict:
@@ -254,7 +263,8 @@ def group_figures(clips, targets, reference: float) -> dict:
     ok = [s and d["direction"] == want for s, d, want in zip(steady, ds, directions)]
     out = {k: round(float(f[k]), 4) for k in ("direction", "jerk", "visible", "displacement", "color")}
     out.update(steady=round(float(np.mean(steady)), 4), ok=round(float(np.mean(ok)), 4),
-               max_jump=round(float(np.median([d["max_jump"] for d in ds])), 2), reference=round(reference, 2))
+               max_jump=round(float(np.median([d["max_jump"] for d in ds])), 2), reference=round(reference, 2),
+               bg_step=background_step(clips))
     if directions[0] != "still":
         out["meets"] = bool(out["ok"] >= 0.9 and out["jerk"] <= 1.5)
     return out
