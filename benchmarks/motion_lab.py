@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from minianimate.autoencoder import encode_clips
 from minianimate.checkpoint import read_state_dict, save_safetensors
 from minianimate.inflation import is_motion_key
+from minianimate.lora import LoRA
 from minianimate.motion_io import save_motion_module
 from minianimate.pipeline import AnimationPipeline
 from minianimate.sampling import frame_noise
@@ -415,24 +416,49 @@ def guidance_probe(name: str, out: Path, scales=(0.0, 1.0, 3.0, 7.5, 12.0), chec
     return result
 
 
-def free_init_probe(name: str, out: Path, iterations: int = 3, checkpoints: Path = CHECKPOINTS) -> dict:
-    """FreeInit at inference on the personalized models (a transfer lever that trains nothing): an arm's last
-    checkpoint, the outlined and pastel rows (the same clips and seeds as its curve's) without FreeInit and with
-    `iterations` of it (butterworth, the pipeline's defaults). Writes OUT/free_init_ARM.json."""
+def arm_pipeline(name: str, out: Path, checkpoints: Path):
+    """An arm's last checkpoint in the checkpoint folder's pipeline (domain adapter attached at scale 0, if the folder
+    has one), sampling with the arm's noise prior; returns (pipe, step)."""
     levers = {**LEVERS, **ARMS[name]}
-    unet = load_motion_unet(checkpoints, {**TOY_MOTION, "temporal": levers["temporal"]}).eval()
+    unet = load_motion_unet(checkpoints, {**TOY_MOTION, "temporal": levers["temporal"]}).eval().requires_grad_(False)
     weights, meta = read_state_dict(out / "runs" / name / f"{'ema' if levers['ema'] else 'weights'}.safetensors",
                                     metadata=True)
     unet.load_state_dict({k[5:]: v for k, v in weights.items() if is_motion_key(k)}, strict=False)
-    result = {"arm": name, "step": int(meta["step"]), "checkpoints": str(checkpoints), "rows": {},
-              "provenance": provenance("vae", "text_encoder", "base", "outlined", "pastel", root=checkpoints)}
-    for n in (0, iterations):
+    pipe = AnimationPipeline(load_vae(checkpoints), load_text_encoder(checkpoints), unet, toy_ddim())
+    pipe.noise_share = levers["noise_share"]
+    if (checkpoints / FILES["adapter"]).exists():
+        pipe.adapter = LoRA.load(unet, checkpoints / FILES["adapter"], scale=0.0).requires_grad_(False)
+    return pipe, int(meta["step"])
+
+
+PROBES = {  # name -> (eval rows, {arm of the probe: generate options}) run on an arm's last checkpoint
+    # FreeInit at inference on the personalized models (a transfer lever that trains nothing), butterworth defaults
+    "free-init": (("outlined (never seen in training)", "pastel (never seen in training)"),
+                  {"free_init 0": {}, "free_init 3": {"free_init": 3}}),
+    # the domain adapter at 0 and at 1 (issue 42 item 2: watermark leakage at 1 >= 5x that at 0; motion at 0)
+    "adapter": (("base, trained prompts", "base, adapter scale 1"), {"": {}}),
+}
+
+
+def probe(kind: str, name: str, out: Path, checkpoints: Path = CHECKPOINTS) -> dict:
+    """An arm's last checkpoint on a PROBES kind's `eval` rows (24 clips each, the rows' own seeds), once per option
+    set. Writes OUT/probe_KIND_ARM.json."""
+    from minianimate.toy.evaluation import eval_table
+
+    rows, options = PROBES[kind]
+    pipe, step = arm_pipeline(name, out, checkpoints)
+    keep = ("direction", "color", "shape", "style", "jerk", "visible", "displacement", "leakage", "n")
+    result = {"arm": name, "step": step, "probe": kind, "checkpoints": str(checkpoints), "rows": {},
+              "provenance": provenance("vae", "text_encoder", "base", "outlined", "pastel", "adapter",
+                                       root=checkpoints)}
+    for label, kwargs in options.items():
         started = time.time()
-        result["rows"][f"free_init {n}"] = {**personalized_figures(unet, checkpoints, free_init=n,
-                                                                   noise_share=levers["noise_share"]),
-                                            "minutes": round((time.time() - started) / 60, 2)}
-        print(n, json.dumps(result["rows"][f"free_init {n}"]), flush=True)
-        (out / f"free_init_{name}.json").write_text(json.dumps(result, indent=1))
+        for r in eval_table(checkpoints, per_row=24, rows=rows, progress=False, pipe=pipe, **kwargs):
+            result["rows"][f"{r['row']} {label}".strip()] = {
+                **{k: round(float(r[k]), 4) for k in keep if k in r}, "bg_step": background_step(r["clips"])}
+        result["rows"][f"minutes {label}".strip()] = round((time.time() - started) / 60, 2)
+        print(label, json.dumps(result["rows"]), flush=True)
+        (out / f"probe_{kind}_{name}.json").write_text(json.dumps(result, indent=1))
     return result
 
 
@@ -497,9 +523,8 @@ def main():
     p.add_argument("--out", default="runs/lab")
     p.add_argument("--table", action="store_true")
     p.add_argument("--guidance-probe", metavar="ARM", help="sample ARM's last checkpoint at guidance 0, 1, 3, 7.5, 12")
-    p.add_argument("--free-init-probe", metavar="ARM", help="ARM's last checkpoint on the outlined and pastel rows "
-                   "without and with FreeInit (--free-init iterations)")
-    p.add_argument("--free-init", type=int, default=3)
+    p.add_argument("--probe", nargs=2, metavar=("KIND", "ARM"), help=f"ARM's last checkpoint on a probe's eval rows "
+                   f"(KIND: {', '.join(PROBES)})")
     p.add_argument("--keep-run", metavar="ARM", help=f"copy ARM's checkpoint (motion weights) to {KEPT}/runs/")
     p.add_argument("--restore-run", metavar="ARM", help="put ARM's kept checkpoint back into OUT/runs/ (then resume)")
     p.add_argument("--checkpoints", default=str(CHECKPOINTS), help="the checkpoint folder the arms train on")
@@ -510,8 +535,10 @@ def main():
     if args.guidance_probe:
         guidance_probe(args.guidance_probe, out, checkpoints=checkpoints)
         return
-    if args.free_init_probe:
-        free_init_probe(args.free_init_probe, out, args.free_init, checkpoints)
+    if args.probe:
+        if args.probe[0] not in PROBES or args.probe[1] not in ARMS:
+            raise SystemExit(f"error: --probe KIND ARM: KIND one of {', '.join(PROBES)}, ARM one of {sorted(ARMS)}")
+        probe(*args.probe, out, checkpoints)
         return
     if args.keep_run:
         keep_run(args.keep_run, out)
