@@ -395,14 +395,9 @@ def guidance_probe(name: str, out: Path, scales=(0.0, 1.0, 3.0, 7.5, 12.0), chec
     """An arm's last checkpoint sampled at several guidance scales (same clips, same seeds): is it the module, or
     classifier-free guidance's extrapolation eps_u + s (eps_c - eps_u), that breaks the clips apart?"""
     levers = {**LEVERS, **ARMS[name]}
-    vae, text_encoder = load_vae(checkpoints), load_text_encoder(checkpoints)
-    unet = load_motion_unet(checkpoints, {**TOY_MOTION, "temporal": levers["temporal"]}).eval()
-    run = out / "runs" / name
-    weights, meta = read_state_dict(run / f"{'ema' if levers['ema'] else 'weights'}.safetensors", metadata=True)
-    unet.load_state_dict({k[5:]: v for k, v in weights.items() if is_motion_key(k)}, strict=False)
+    pipe, step = arm_pipeline(name, out, checkpoints)
     groups = {g: t for g, t in eval_groups(levers["rung"]).items() if g != "still"}
-    pipe = AnimationPipeline(vae, text_encoder, unet, toy_ddim())
-    result = {"arm": name, "step": int(meta["step"]), "scales": {}}
+    result = {"arm": name, "step": step, "scales": {}}
     for scale in scales:
         for g, targets in groups.items():
             prompts = [sw.caption(*x) for x in targets]
