@@ -27,6 +27,7 @@ two-thread arm. Clip latents are cached in `OUT/cache/`. Results: `OUT/ARM.json`
 import argparse
 import json
 import time
+from types import SimpleNamespace
 from pathlib import Path
 
 import numpy as np
@@ -379,6 +380,12 @@ def run_arm(name: str, levers: dict, out: Path, steps: int | None = None, checkp
         return {g: f for g, f in row.items() if g not in ("step", "loss")}
 
     (out / "clips").mkdir(parents=True, exist_ok=True)
+    state = out / "runs" / name / "trainer_state.pt"
+    if state.exists():  # a run stopped after saving a checkpoint, before evaluating it: evaluate that checkpoint first
+        saved = torch.load(state, weights_only=False, map_location="cpu")
+        if saved["step"] % levers["eval_every"] == 0 and saved["step"] not in [r["step"] for r in result["curve"]]:
+            pipe, _ = arm_pipeline(name, out, checkpoints)  # its EMA weights where the arm keeps one
+            evaluate(SimpleNamespace(step=saved["step"], losses=saved["losses"], ema=None), pipe.unet, None)
     unet, trainer, _, _ = train_motion(cfg, checkpoints, out / "runs" / name, resume=True, progress=False,
                                        data=data, on_check=evaluate)
     unet.eval()
