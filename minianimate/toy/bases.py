@@ -43,14 +43,14 @@ class SeveralBases:
     (the base alone, as the evaluation samples)."""
 
     def __init__(self, unet, root: Path, data: dict, seed: int):
-        missing = [look for look in data if look and not (Path(root) / FILES["looks"] / f"{look}.safetensors").exists()]
+        files = {look: Path(root) / FILES["looks"] / f"{look}.safetensors" for look in data if look}
+        missing = [look for look, file in files.items() if not file.exists()]
         if missing:
             raise FileNotFoundError(f"no LoRA for the look(s) {', '.join(missing)} in {Path(root) / FILES['looks']}: "
                                     f"make each with `python -m minianimate train look --config "
                                     f"configs/wide/look_{missing[0]}.yaml --out {root}`")
         self.data, self.seed, self.names = data, seed, list(data)
-        self.loras = {look: LoRA.load(unet, Path(root) / FILES["looks"] / f"{look}.safetensors").requires_grad_(False)
-                      for look in self.names if look}
+        self.loras = {look: LoRA.load(unet, file).requires_grad_(False) for look, file in files.items()}
         self.off()
 
     def off(self) -> None:
