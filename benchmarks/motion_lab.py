@@ -136,6 +136,9 @@ ARMS = {  # name -> the levers that differ from LEVERS
     # the frames' noise partly shared in training and sampling (PYoCo's mixed prior, as r1-slow-shared*): on the wider
     # world's backgrounds the 2,000-step modules change the background's colour from frame to frame
     "r3-wide-shared0.5": {**WIDE, "noise_share": 0.5},
+    # the long run (issue 42 item 4): the paper's chain (item 2 ships a module trained on stage 1), resumed from
+    # r3-wide-chain's 3,000-step run folder and curve (copied), evaluated every 1,000 steps
+    "r3-wide-chain-long": {**WIDE, "watermark": True, "adapter": 1.0, "steps": 10000, "eval_every": 1000},
 }
 BINS = ((0, 200), (200, 400), (400, 600), (600, 800), (800, 1000))
 
@@ -461,7 +464,30 @@ def probe(kind: str, name: str, out: Path, checkpoints: Path = CHECKPOINTS) -> d
         result["rows"][f"minutes {label}".strip()] = round((time.time() - started) / 60, 2)
         print(label, json.dumps(result["rows"]), flush=True)
         (out / f"probe_{kind}_{name}.json").write_text(json.dumps(result, indent=1))
+    if kind == "adapter":
+        result["real"] = real_leakage(pipe)
+        print("real", json.dumps(result["real"]), flush=True)
+        (out / f"probe_{kind}_{name}.json").write_text(json.dumps(result, indent=1))
     return result
+
+
+def real_leakage(pipe, n: int = 24, seed: int = 0) -> dict:
+    """Watermark leakage of ShapeWorld's own clips for eval's trained prompts (the arms' world: random backgrounds,
+    the slower speed), clean and with the video defects, raw and round-tripped through the pipeline's VAE: the
+    figures the adapter's leakage at 0 and at 1 are read against."""
+    from minianimate.toy.evaluation import balanced_prompts
+
+    rng, out = np.random.default_rng(seed), {}
+    targets = balanced_prompts(n, False, seed)
+    for watermark in (False, True):
+        clips = np.stack([sw.render_clip(rng, FRAMES, c, s, d, watermark=watermark, speed_range=SLOW,
+                                         background="random")[0] for c, s, d in targets])
+        with torch.no_grad():
+            trip = pipe.decode(encode_clips(pipe.vae, clips))
+        key = "video defects" if watermark else "clean"
+        out[key] = {"raw": round(metrics.watermark_leakage(clips), 4),
+                    "vae round trip": round(metrics.watermark_leakage(trip), 4)}
+    return out
 
 
 KEPT = Path(__file__).parent / "results" / "motion_lab"  # the arms' jsons and table; `runs/`: long runs' state
