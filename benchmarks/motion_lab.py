@@ -328,8 +328,8 @@ def init_module(name: str, out: Path, checkpoints: Path) -> Path:
 def stage_config(levers: dict, init: Path | None) -> MotionStage:
     """The library stage's config for an arm's levers (its clips are the lab's: `cached_clips`)."""
     mixed = levers["adapter"] == "mixed"
-    several = {"bases": levers["bases"], "watermark": levers["watermark"]} if levers["bases"] else {}  # looks' clips
-    return MotionStage(**several, steps=levers["steps"], batch=levers["batch"], lr=levers["lr"], warmup=levers["warmup"],
+    return MotionStage(bases=levers["bases"], watermark=levers["watermark"], background=levers["background"],
+                       steps=levers["steps"], batch=levers["batch"], lr=levers["lr"], warmup=levers["warmup"],
                        decay=levers["decay"], ema=levers["ema"], checkpoint_every=EVAL_EVERY, seed=SEED,
                        text_dropout=levers["text_dropout"], noise_share=levers["noise_share"],
                        weighting=levers["weighting"], temporal=levers["temporal"], init=str(init) if init else None,
