@@ -55,6 +55,9 @@ ARMS = {
     "continued-o8-freenoise": dict(context=16, overlap=8, context_schedule="continued", free_noise=True),
     "centred-o8": dict(context=16, overlap=8, context_schedule="centred"),
     "centred-o4": dict(context=16, overlap=4, context_schedule="centred"),
+    # path planning (`toy.inference.plan_path`): the first window drawn 4 times, the one with room for the path kept
+    "continued-o8-plan4": dict(context=16, overlap=8, context_schedule="continued", candidates=4),
+    "centred-o8-plan4": dict(context=16, overlap=8, context_schedule="centred", candidates=4),
     "looped-o4": dict(context=16, overlap=4, context_schedule="looped"),
     "looped-o8": dict(context=16, overlap=8, context_schedule="looped"),
 }
@@ -161,7 +164,7 @@ def measure(pipe, name: str, n: int, frames: int, still: bool) -> dict:
     rows, start = [], time.perf_counter()
     for i, (color, shape, direction) in enumerate(row):
         clip = pipe.generate(sw.caption(color, shape, direction), frames=frames, steps=25, guidance=7.5, seed=i,
-                             adapter_scale=0.0, progress=False, **arm)
+                             adapter_scale=0.0, progress=False, **{"candidates": 1, **arm})  # planning: only asked
         rows.append({**clip_figures(clip, direction, seams), "target": direction})
         r = rows[-1]
         print(f"  {name} {i:2d} {sw.caption(color, shape, direction):32s} segments {r['segments']} whole {r['whole']} "

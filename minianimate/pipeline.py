@@ -195,6 +195,9 @@ class AnimationPipeline(ImagePipeline):
         self.motion_loras: dict[str, LoRA] = {}
         self.motion_lora_folder: Path | None = None  # where names like 'zoom-in' are looked up
         self.noise_share = 0.0  # default of `generate`: the noise prior the motion module was trained with
+        # path planning for clips in windows one after another: planner(prompt, clips (N, F, H, W, 3), idx, frames)
+        # -> the index of the first window's candidate to keep (None: no planning); `generate(candidates=)`'s default
+        self.planner, self.candidates = None, 1
         self._base_state = {k: v.cpu().clone() for k, v in unet.spatial_state_dict().items()}
 
     @classmethod
@@ -280,7 +283,8 @@ class AnimationPipeline(ImagePipeline):
                  noise_share: float | None = None, control=None, control_scale: float = 1.0,
                  control_start: float = 0.0, control_end: float = 1.0, free_init: int = 0,
                  free_init_filter: str = "butterworth", free_init_cutoff: float = 0.25,
-                 free_init_temporal_cutoff: float = 0.25, progress: bool = True) -> np.ndarray:
+                 free_init_temporal_cutoff: float = 0.25, candidates: int | None = None,
+                 progress: bool = True) -> np.ndarray:
         """Text -> video. prompt: a string (-> (F, H, W, 3)), a list (-> (B, F, H, W, 3)), uint8, or prompt travel
         {frame: prompt} (`minianimate.travel`: embeddings interpolated between keyframes) (-> (F, H, W, 3)).
 
@@ -300,6 +304,9 @@ class AnimationPipeline(ImagePipeline):
         frame (or one per prompt), or one image (H, W, 3) for all; control_scale/_start/_end as diffusers has them.
         free_init: FreeInit iterations after the first pass (`minianimate.free_init`; 0: plain sampling), with
         its low-pass filter ('butterworth', 'gaussian', 'ideal') and spatial / temporal cut-offs in (0, 1].
+        candidates: path planning for 'continued' / 'centred' clips: the first window is drawn this many times (other
+        noise) and `self.planner` keeps one per prompt, so the windows after it have room to go on (None:
+        `self.candidates`; 1, or no planner: no planning).
         """
         longest = self.unet.motion_config.max_frames  # every argument first, before any work (`minianimate.checks`)
         frames = checks.whole("frames", frames)
@@ -333,6 +340,7 @@ class AnimationPipeline(ImagePipeline):
         if control_start > control_end:
             raise ValueError(f"control_start must be <= control_end, got {control_start} > {control_end}")
         free_init = checks.whole("free_init", free_init, 0)
+        candidates = checks.whole("candidates", self.candidates if candidates is None else candidates)
         free_init_filter, free_init_cutoff, free_init_temporal_cutoff = check_options(
             free_init_filter, free_init_cutoff, free_init_temporal_cutoff)
         single = isinstance(prompt, (str, dict))
@@ -357,10 +365,20 @@ class AnimationPipeline(ImagePipeline):
             noise = free_noise_of(noise, context, overlap, generator)
         embeddings = self.text_encoder.encode_prompt(prompts) if isinstance(prompts, list) else prompts
 
+        plan = [True] if candidates > 1 and self.planner is not None and not isinstance(prompt, dict) else []
+
         def sample_window(idx, latents, first_step, known):  # the frames `idx` of the clip, for continue_windows
             window_context, window_kwargs = window_inputs(idx, batch, frames, embeddings, kwargs)
-            return self.denoise(partial(model, **window_kwargs), (*shape[:2], len(idx), *shape[3:]), window_context,
-                                negative_prompt, steps, guidance, seed, eta, latents, progress, first_step, known)
+            run = partial(self.denoise, partial(model, **window_kwargs), (*shape[:2], len(idx), *shape[3:]),
+                          window_context, negative_prompt, steps, guidance, seed, eta)
+            if known is not None or not plan:
+                return run(latents, progress, first_step, known)
+            plan.clear()  # the first pass's first window only (FreeInit's passes start from what it chose)
+            draws = [latents, *(frame_noise(latents.shape, generator, share) for _ in range(candidates - 1))]
+            outs = torch.stack([run(x, progress) for x in draws])  # (N, B, C, F, h, w)
+            clips = self.decode(rearrange(outs, "n b c f h w -> (b n) c f h w"))
+            clips = rearrange(clips, "(b n) f h w c -> b n f h w c", n=candidates)
+            return torch.stack([outs[self.planner(p, c, idx, frames), b] for b, (p, c) in enumerate(zip(prompts, clips))])
 
         def one_pass(start):
             if continued:

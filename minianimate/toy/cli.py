@@ -95,7 +95,7 @@ def _generate(args):
                           guidance=args.guidance, seed=args.seed, adapter_scale=args.adapter_scale,
                           motion_loras=loras, context=args.context, overlap=args.overlap,
                           context_schedule=args.context_schedule, control=control, control_scale=args.control_scale,
-                          free_init=args.free_init, free_init_filter=args.free_init_filter)
+                          free_init=args.free_init, free_init_filter=args.free_init_filter, candidates=args.candidates)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_png(out, contact_sheet(video)) if out.suffix.lower() == ".png" else write_video(out, video)
     print(f"wrote {out} ({len(video)} frames, {video.shape[2]}x{video.shape[1]})")
@@ -225,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continued: each window continues the one before (one path); centred: the same from the "
                    "middle window outwards; uniform: windows side by side; looped: side by side, wrapping the last "
                    "frames into the first (a seamless loop)")
+    p.add_argument("--candidates", type=count(1), default=None, help="a long clip's path planning: its first window "
+                   "drawn N times, the one with room for the whole path kept (default 4; 1: off)")
     p.add_argument("--free-init", type=count(0, 5), default=0, metavar="N", help="FreeInit iterations (0: off; "
                    "the community uses 1-3, each costs one more sampling pass)")
     p.add_argument("--free-init-filter", choices=["butterworth", "gaussian", "ideal"], default="butterworth")

@@ -22,6 +22,7 @@ from minianimate.lora_formats import detect_lora_format
 from minianimate.motion_io import load_motion_module
 from minianimate.pipeline import AnimationPipeline, ImagePipeline, parse_motion_lora
 from minianimate.toy.shapeworld import CAMERA_MOTIONS, MAX_HOLE, MAX_MARGIN
+from minianimate.toy.inference import PLAN_CANDIDATES, plan_path
 from minianimate.toy.text_encoder import ToyTextEncoder
 from minianimate.unet import UNet
 
@@ -241,6 +242,7 @@ def load_pipeline(model: str = "base", root=CHECKPOINTS, device=None, dtype=None
     pipe = AnimationPipeline(load_vae(root), load_text_encoder(root), unet, ddim, device=device, dtype=dtype)
     pipe.motion_lora_folder = Path(root) / FILES["motion_loras"]
     pipe.noise_share = config.get("noise_share", 0.0)
+    pipe.planner, pipe.candidates = plan_path, PLAN_CANDIDATES  # long clips' path planning (`toy.inference`)
     if (Path(root) / FILES["adapter"]).exists():
         pipe.adapter = read_shipped("adapter", root, lambda path: LoRA.load(unet, path, scale=0.0))
         pipe.adapter.requires_grad_(False)
