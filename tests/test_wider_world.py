@@ -152,3 +152,24 @@ def test_palette_clips_keep_their_caption_and_colour_name_in_other_shades_never_
         shape = frame[np.abs(frame - frame[0]).sum(1) > 60]
         assert metrics._hue_name(np.median(shape, 0)) == caption.split()[1]
     assert not np.array_equal(clips, plain)
+
+
+def test_the_wider_worlds_motion_config_is_the_labs_chain_arm_field_for_field(monkeypatch):
+    """`train motion --config configs/wide/motion.yaml` trains what the motion lab's chain arms train (their run
+    folders resume through it): the same MotionStage, field for field."""
+    import importlib.util
+    import json
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from minianimate.toy.stages import MotionStage, load_config
+
+    root = Path(__file__).resolve().parent.parent
+    monkeypatch.setattr(metrics, "STILL_SPEED", metrics.STILL_SPEED)  # the lab reads directions its own way: restored
+    spec = importlib.util.spec_from_file_location("motion_lab", root / "benchmarks" / "motion_lab.py")
+    lab = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lab)
+    arm = lab.stage_config({**lab.LEVERS, **lab.ARMS["r3-wide-chain-long"]}, None)
+    config = load_config(root / "configs" / "wide" / "motion.yaml", MotionStage)
+    assert json.loads(json.dumps(asdict(arm))) == json.loads(json.dumps(asdict(config)))
+    assert config.watermark and config.adapter_scale == 1.0 and config.background == "random"
