@@ -329,6 +329,7 @@ def stage_config(levers: dict, init: Path | None) -> MotionStage:
     """The library stage's config for an arm's levers (its clips are the lab's: `cached_clips`)."""
     mixed = levers["adapter"] == "mixed"
     return MotionStage(bases=levers["bases"], watermark=levers["watermark"], background=levers["background"],
+                       palette=levers["palette"],
                        steps=levers["steps"], batch=levers["batch"], lr=levers["lr"], warmup=levers["warmup"],
                        decay=levers["decay"], ema=levers["ema"], checkpoint_every=EVAL_EVERY, seed=SEED,
                        text_dropout=levers["text_dropout"], noise_share=levers["noise_share"],

@@ -47,6 +47,7 @@ class VideoData:
     text_dropout: float = 0.1
     watermark: bool = True  # rendered clips carry the video-domain defects (False: clean clips)
     background: str | None = None  # rendered clips' backgrounds: None (near-black) or "random" (the wider world)
+    palette: float = 0.0  # a fraction of the rendered clips whose shape is drawn in other shades (`datasets.clip_set`)
 
 
 @dataclass
@@ -119,7 +120,8 @@ def training_clips(vae, cfg: VideoData, exclude=datasets.HELD_OUT, clips: int = 
         pixels, captions = datasets.folder_set(cfg.data, cfg.frames, cfg.stride, cfg.seed)
         return encode_clips(vae, pixels), captions
     pixels, captions = datasets.clip_set(clips, cfg.seed + 2000, cfg.frames, exclude, watermark=cfg.watermark,
-                                         still=still, speed_range=speed_range, background=cfg.background)
+                                         still=still, speed_range=speed_range, background=cfg.background,
+                                         palette=cfg.palette)
     return encode_clips(vae, pixels), captions
 
 
