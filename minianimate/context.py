@@ -18,6 +18,7 @@ so it continues the clip where the one before left it. "centred" does the same f
 the middle instead of running into the frame's edge after the first window. `free_noise` is FreeNoise's noise
 rescheduling (Qiu et al. 2023): every window starts from a shuffle of the first window's noise.
 """
+import numpy as np
 import torch
 from einops import rearrange
 
@@ -123,7 +124,7 @@ def window_order(windows: list[list[int]], frames: int, schedule: str = "continu
 
 
 def continue_windows(sample_window, noise: torch.Tensor, ddim, steps: int, window: int = 16, overlap: int = 4,
-                     strength: float = 0.84, schedule: str = "continued") -> torch.Tensor:
+                     strength: float = 0.84, schedule: str = "continued", plan=None) -> torch.Tensor:
     """The "continued" ("centred") schedule: windows denoised one after another (`window_order`), each continuing the
     clip the ones before made.
 
@@ -135,22 +136,41 @@ def continue_windows(sample_window, noise: torch.Tensor, ddim, steps: int, windo
     sample_window(idx, latents, first_step, known) -> clean latents (B, C, len(idx), h, w): `sampling.sample`
     on the frames `idx` from `latents` at timestep `first_step`, with `known` = (mask (len(idx),), clean, noise).
     noise (B, C, F, h, w): the clip's starting noise. Returns clean latents (B, C, F, h, w).
+    plan(idx, known, draw, noise) -> clean latents: path planning (`planned`), `draw(noise)` as often as it likes.
     """
     frames = noise.shape[2]
     clean, done = torch.zeros_like(noise), torch.zeros(frames, dtype=torch.bool)
     first = round((1 - strength) * steps)
     timesteps = ddim.set_timesteps(steps)
     for idx in window_order(context_windows(frames, window, overlap, schedule), frames, schedule):
-        known, window_noise = done[idx], noise[:, :, idx]
-        if not known.any():
-            latents = sample_window(idx, window_noise, 0, None)
-        else:
+        known = done[idx]
+
+        def draw(window_noise, idx=idx, known=known):  # the window, from its starting noise (B, C, len(idx), h, w)
+            if not known.any():
+                return sample_window(idx, window_noise, 0, None)
             held_frames = [i for i, k in zip(idx, known) if k]
             backwards = not known[0]  # the new frames come before the known ones
             last = clean[:, :, [min(held_frames) if backwards else max(held_frames)]]  # (B, C, 1, h, w)
             held = ddim.add_noise(last.expand_as(window_noise), window_noise, int(timesteps[first]))
-            latents = sample_window(idx, held, first, (known, clean[:, :, idx], window_noise))
+            return sample_window(idx, held, first, (known, clean[:, :, idx], window_noise))
+
+        latents = draw(noise[:, :, idx]) if plan is None else plan(idx, known, draw, noise[:, :, idx])
         new = [i for i, k in zip(idx, known) if not k]
         clean[:, :, new] = latents[:, :, ~known].to(clean.dtype)
         done[idx] = True
     return clean
+
+
+def planned(planner, decode, prompts, frames: int, candidates: int, fresh):
+    """Path planning, `continue_windows`' `plan`: each window drawn again from fresh noise (`fresh(size)`) until
+    `planner(prompt, clip (len(idx), H, W, 3), idx, frames, known (len(idx),))` scores a draw >= 0 for every prompt,
+    at most `candidates` times; the draw it scores highest is kept, prompt by prompt. decode: latents -> clips."""
+    def plan(idx, known, draw, noise):
+        outs, scores = [], []
+        for k in range(candidates):
+            outs.append(draw(noise if k == 0 else fresh(noise.shape)))
+            scores.append([planner(p, c, idx, frames, known.numpy()) for p, c in zip(prompts, decode(outs[-1]))])
+            if (np.max(scores, axis=0) >= 0).all():  # every clip has a draw the planner accepts
+                break
+        return torch.stack([outs[k][b] for b, k in enumerate(np.argmax(scores, axis=0))])
+    return plan

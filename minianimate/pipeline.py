@@ -22,7 +22,7 @@ from einops import rearrange
 from minianimate import checks
 from minianimate.autoencoder import decode, spatial_factor, to_uint8
 from minianimate.context import FUSE, ONE_AFTER_ANOTHER, SCHEDULES, ContextWindows, continue_windows, window_inputs
-from minianimate.context import free_noise as free_noise_of
+from minianimate.context import free_noise as free_noise_of, planned
 from minianimate.controlnet import ControlledUNet
 from minianimate.ddim import DDIM
 from minianimate.device import autocast, pick_device, pick_dtype
@@ -195,9 +195,7 @@ class AnimationPipeline(ImagePipeline):
         self.motion_loras: dict[str, LoRA] = {}
         self.motion_lora_folder: Path | None = None  # where names like 'zoom-in' are looked up
         self.noise_share = 0.0  # default of `generate`: the noise prior the motion module was trained with
-        # path planning for clips in windows one after another: planner(prompt, clips (N, F, H, W, 3), idx, frames)
-        # -> the index of the first window's candidate to keep (None: no planning); `generate(candidates=)`'s default
-        self.planner, self.candidates = None, 1
+        self.planner, self.candidates = None, 1  # path planning (`context.planned`) and `generate(candidates=)`'s default
         self._base_state = {k: v.cpu().clone() for k, v in unet.spatial_state_dict().items()}
 
     @classmethod
@@ -304,9 +302,8 @@ class AnimationPipeline(ImagePipeline):
         frame (or one per prompt), or one image (H, W, 3) for all; control_scale/_start/_end as diffusers has them.
         free_init: FreeInit iterations after the first pass (`minianimate.free_init`; 0: plain sampling), with
         its low-pass filter ('butterworth', 'gaussian', 'ideal') and spatial / temporal cut-offs in (0, 1].
-        candidates: path planning for 'continued' / 'centred' clips: the first window is drawn this many times (other
-        noise) and `self.planner` keeps one per prompt, so the windows after it have room to go on (None:
-        `self.candidates`; 1, or no planner: no planning).
+        candidates: path planning of 'continued' / 'centred' clips (`context.planned`): each window drawn up to this
+        many times until `self.planner` accepts it (None: `self.candidates`; 1, or no planner: none).
         """
         longest = self.unet.motion_config.max_frames  # every argument first, before any work (`minianimate.checks`)
         frames = checks.whole("frames", frames)
@@ -365,25 +362,18 @@ class AnimationPipeline(ImagePipeline):
             noise = free_noise_of(noise, context, overlap, generator)
         embeddings = self.text_encoder.encode_prompt(prompts) if isinstance(prompts, list) else prompts
 
-        plan = [True] if candidates > 1 and self.planner is not None and not isinstance(prompt, dict) else []
-
         def sample_window(idx, latents, first_step, known):  # the frames `idx` of the clip, for continue_windows
             window_context, window_kwargs = window_inputs(idx, batch, frames, embeddings, kwargs)
-            run = partial(self.denoise, partial(model, **window_kwargs), (*shape[:2], len(idx), *shape[3:]),
-                          window_context, negative_prompt, steps, guidance, seed, eta)
-            if known is not None or not plan:
-                return run(latents, progress, first_step, known)
-            plan.clear()  # the first pass's first window only (FreeInit's passes start from what it chose)
-            draws = [latents, *(frame_noise(latents.shape, generator, share) for _ in range(candidates - 1))]
-            outs = torch.stack([run(x, progress) for x in draws])  # (N, B, C, F, h, w)
-            clips = self.decode(rearrange(outs, "n b c f h w -> (b n) c f h w"))
-            clips = rearrange(clips, "(b n) f h w c -> b n f h w c", n=candidates)
-            return torch.stack([outs[self.planner(p, c, idx, frames), b] for b, (p, c) in enumerate(zip(prompts, clips))])
+            return self.denoise(partial(model, **window_kwargs), (*shape[:2], len(idx), *shape[3:]), window_context,
+                                negative_prompt, steps, guidance, seed, eta, latents, progress, first_step, known)
+
+        plan = None if candidates == 1 or self.planner is None or isinstance(prompt, dict) else planned(
+            self.planner, self.decode, prompts, frames, candidates, lambda size: frame_noise(size, generator, share))
 
         def one_pass(start):
             if continued:
                 return continue_windows(sample_window, start, self.ddim, steps, context, overlap, context_strength,
-                                        context_schedule)
+                                        context_schedule, plan)
             return self.denoise(partial(model, **kwargs), shape, embeddings, negative_prompt, steps, guidance, seed,
                                 eta, start, progress)
 

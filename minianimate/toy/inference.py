@@ -87,23 +87,28 @@ def travel_scores(clip: np.ndarray, case: dict, within: int = 2) -> dict:
                 step_at_change=float(np.nanmax(steps[near])), median_step_elsewhere=float(np.nanmedian(steps[~near])))
 
 
-PLAN_CANDIDATES = 4  # `load_pipeline`'s default: a long clip's first window drawn 4 times, `plan_path` keeps one
+PLAN_CANDIDATES = 4  # `load_pipeline`'s default: each window of a long clip drawn up to 4 times (`plan_path`)
+PLAN_ROOM_PX = 6.0  # how far the first window may sit from where the planned path is
 
 
-def plan_path(prompt, clips: np.ndarray, idx: list[int], frames: int) -> int:
-    """Path planning for a long clip (the pipeline's `planner`): of the first window's candidates (N, F, H, W, 3),
-    one that moves the prompt's way and is where a path through the whole clip at the world's speed is during the
-    window's frames `idx` (the frame's middle at the clip's middle frame), so the windows after it have room to go
-    on instead of running into the frame's edge. 0 for a prompt that is not a ShapeWorld caption."""
+def plan_path(prompt, clip: np.ndarray, idx: list[int], frames: int, known: np.ndarray) -> float:
+    """Path planning for a long clip (the pipeline's `planner`): a window (F, H, W, 3) of frames `idx` scores >= 0
+    when the frames it makes (`~known`, with the known frame next to them) move the prompt's way, and, for the first
+    window, when it is within PLAN_ROOM_PX of where a path through the whole clip at the world's speed is during its
+    frames (the frame's middle at the clip's middle frame), so the windows after it have room to go on instead of
+    running into the frame's edge. Lower scores: further from that (-64 for the wrong way). 0 for a prompt that is
+    not a ShapeWorld caption."""
     try:
         direction = sw.parse_caption(prompt)["direction"] or "still"
     except (AttributeError, TypeError, ValueError):
-        return 0
+        return 0.0
+    new = np.flatnonzero(~known)
+    made = clip[max(new[0] - 1, 0):new[-1] + 2]  # the frames the window makes, and the known one next to them
+    score = 0.0 if metrics.describe(made)["direction"] == direction else -float(sw.IMAGE_SIZE)
     speed = float(np.mean(sw.SPEED_RANGE)) * {"right": 1, "down": 1, "left": -1, "up": -1}.get(direction, 0)
+    if known.any() or not speed:
+        return score
     want = sw.IMAGE_SIZE / 2 + ((idx[0] + idx[-1]) / 2 - (frames - 1) / 2) * speed  # px on the motion's axis
-    scores = []
-    for clip in clips:
-        along = metrics.measure(clip)["centroid"][:, 1 if direction in ("up", "down") else 0]
-        off = abs(np.nanmean(along) - want) if np.isfinite(along).any() else sw.IMAGE_SIZE
-        scores.append(sw.IMAGE_SIZE * (metrics.describe(clip)["direction"] == direction) - (off if speed else 0))
-    return int(np.argmax(scores))
+    along = metrics.measure(clip)["centroid"][:, 1 if direction in ("up", "down") else 0]
+    off = abs(np.nanmean(along) - want) if np.isfinite(along).any() else float(sw.IMAGE_SIZE)
+    return score - max(0.0, off - PLAN_ROOM_PX)
