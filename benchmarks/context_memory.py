@@ -14,7 +14,8 @@ import sys
 import time
 
 
-def one_case(frames: int, context: int | None, steps: int, random: bool, vae_slice: int | None) -> dict:
+def one_case(frames: int, context: int | None, steps: int, random: bool, vae_slice: int | None,
+             candidates: int | None = None) -> dict:
     import torch
 
     from minianimate.inflation import MotionUNet
@@ -32,7 +33,8 @@ def one_case(frames: int, context: int | None, steps: int, random: bool, vae_sli
         pipe.enable_vae_slicing(vae_slice)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB after loading
     start = time.perf_counter()
-    pipe.generate("a red circle moving right", frames=frames, steps=steps, context=context, progress=False)
+    pipe.generate("a red circle moving right", frames=frames, steps=steps, context=context, candidates=candidates,
+                  progress=False)  # candidates None: the pipeline's path planning (the toy's: up to 4 draws a window)
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out = {"frames": frames, "context": context, "peak_rss_mib": round(peak, 1),
@@ -50,17 +52,20 @@ def main():
     parser.add_argument("--random", action="store_true", help="random toy motion UNet instead of the shipped one")
     parser.add_argument("--vae-slice", type=int, default=None, help="decode this many frames at a time "
                         "(`pipe.enable_vae_slicing`; default: the pipeline's)")
+    parser.add_argument("--candidates", type=int, default=None, help="path planning's draws a window (default: the "
+                        "toy pipeline's; 1: none)")
     parser.add_argument("--case", default=None, help=argparse.SUPPRESS)  # internal: run one case, print json
     args = parser.parse_args()
     if args.case:
         frames, context = json.loads(args.case)
-        print(json.dumps(one_case(frames, context, args.steps, args.random, args.vae_slice)))
+        print(json.dumps(one_case(frames, context, args.steps, args.random, args.vae_slice, args.candidates)))
         return
     rows = []
     for frames in args.frames:
         for context in ([None] if frames <= args.context else []) + [args.context]:
             cmd = [sys.executable, __file__, "--case", json.dumps([frames, context]), "--steps", str(args.steps)]
             cmd += ["--vae-slice", str(args.vae_slice)] if args.vae_slice else []
+            cmd += ["--candidates", str(args.candidates)] if args.candidates else []
             result = subprocess.run(cmd + (["--random"] if args.random else []), capture_output=True, text=True)
             if result.returncode:
                 sys.exit(result.stderr)
