@@ -9,6 +9,7 @@ resident memory during sampling over its level after loading the models (`ru_max
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -54,6 +55,8 @@ def main():
                         "(`pipe.enable_vae_slicing`; default: the pipeline's)")
     parser.add_argument("--candidates", type=int, default=None, help="path planning's draws a window (default: the "
                         "toy pipeline's; 1: none)")
+    parser.add_argument("--repeats", type=int, default=1, help="fresh processes a case (the ratio of the medians: "
+                        "one process's growth varies by about 20 MiB)")
     parser.add_argument("--case", default=None, help=argparse.SUPPRESS)  # internal: run one case, print json
     args = parser.parse_args()
     if args.case:
@@ -66,16 +69,18 @@ def main():
             cmd = [sys.executable, __file__, "--case", json.dumps([frames, context]), "--steps", str(args.steps)]
             cmd += ["--vae-slice", str(args.vae_slice)] if args.vae_slice else []
             cmd += ["--candidates", str(args.candidates)] if args.candidates else []
-            result = subprocess.run(cmd + (["--random"] if args.random else []), capture_output=True, text=True)
-            if result.returncode:
-                sys.exit(result.stderr)
-            rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
-            print(rows[-1], flush=True)
-    windowed = {r["frames"]: r["sampling_growth_mib"] for r in rows if r["context"] == args.context}
+            for _ in range(args.repeats):
+                result = subprocess.run(cmd + (["--random"] if args.random else []), capture_output=True, text=True)
+                if result.returncode:
+                    sys.exit(result.stderr)
+                rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
+                print(rows[-1], flush=True)
+    windowed = {f: statistics.median(r["sampling_growth_mib"] for r in rows
+                                     if r["frames"] == f and r["context"] == args.context) for f in args.frames}
     shortest, longest = min(windowed), max(windowed)
     ratio = windowed[longest] / max(windowed[shortest], 1e-6)
     print(f"BENCH sampling memory growth with context {args.context}: {longest} frames / {shortest} frames "
-          f"= {ratio:.2f}x ({windowed[longest]} MiB vs {windowed[shortest]} MiB)")
+          f"= {ratio:.2f}x ({windowed[longest]} MiB vs {windowed[shortest]} MiB, medians of {args.repeats} processes)")
 
 
 if __name__ == "__main__":
