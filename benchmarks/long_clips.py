@@ -119,7 +119,8 @@ def summarize(rows: list[dict], frames: int) -> dict:
     """The row's figures from its clips' `clip_figures`."""
     seam = np.concatenate([r["seam_steps"] for r in rows])
     inside = np.concatenate([r["inside_steps"] for r in rows])
-    loop = np.array([r["loop_step"] / r["median_step"] for r in rows])
+    loop = np.array([r["loop_step"] / r["median_step"] if r["median_step"] else float(r["loop_step"] > 0) * np.inf
+                     for r in rows])  # a still clip (median step 0) closes its loop when it does not move at all
     out = dict(n=len(rows),
                segments=float(np.mean([r["segments_ok"] for r in rows])),  # every segment the prompted way
                whole=float(np.mean([r["whole_ok"] for r in rows])),
