@@ -55,7 +55,7 @@ ARMS = {
     "continued-o8-freenoise": dict(context=16, overlap=8, context_schedule="continued", free_noise=True),
     "centred-o8": dict(context=16, overlap=8, context_schedule="centred"),
     "centred-o4": dict(context=16, overlap=4, context_schedule="centred"),
-    # path planning (`toy.inference.plan_path`): the first window drawn 4 times, the one with room for the path kept
+    # path planning (`toy.inference.plan_path`): each window drawn again, up to 4 times, until the planner accepts it
     "continued-o8-plan4": dict(context=16, overlap=8, context_schedule="continued", candidates=4),
     "centred-o8-plan4": dict(context=16, overlap=8, context_schedule="centred", candidates=4),
     "looped-o4": dict(context=16, overlap=4, context_schedule="looped"),
