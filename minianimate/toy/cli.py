@@ -226,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "middle window outwards; uniform: windows side by side; looped: side by side, wrapping the last "
                    "frames into the first (a seamless loop)")
     p.add_argument("--candidates", type=count(1), default=None, help="a long clip's path planning: each window "
-                   "drawn up to N times until it moves the prompted way with room for the whole path (default 4; 1: off)")
+                   "drawn up to N times until it moves the prompted way, the first with room (default 4; 1: off)")
     p.add_argument("--free-init", type=count(0, 5), default=0, metavar="N", help="FreeInit iterations (0: off; "
                    "the community uses 1-3, each costs one more sampling pass)")
     p.add_argument("--free-init-filter", choices=["butterworth", "gaussian", "ideal"], default="butterworth")
